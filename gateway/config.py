@@ -1,0 +1,109 @@
+"""Configuration: environment variables prefixed ``CISIS_`` (or a ``.env`` file), overridable by CLI options.
+
+Every setting has a default that runs the local demo; the README's configuration reference lists them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The development key for patient hashes. A deployment must set CISIS_PATIENT_HASH_KEY: with this key anyone
+#: can recompute the hash of a known INS.
+DEV_PATIENT_HASH_KEY = "cisis-gateway-dev-key-change-me"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerNames:
+    """Exchange and queue names, all derived from one prefix so that several gateways (or test runs) can share
+    a broker without seeing each other's messages."""
+
+    prefix: str
+
+    @property
+    def inbound_exchange(self) -> str:
+        return f"{self.prefix}.inbound"
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.prefix}.inbox"
+
+    @property
+    def outbound_exchange(self) -> str:
+        return f"{self.prefix}.outbound"
+
+    def outbound_queue(self, destination: str) -> str:
+        return f"{self.prefix}.out.{destination}"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def ack_queue(self) -> str:
+        return f"{self.prefix}.acks"
+
+    #: routing key of the inbox binding: `cisis-gateway send` and any producer publish with it.
+    inbox_routing_key: str = "inbox"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CISIS_", env_file=".env", extra="ignore")
+
+    # Broker
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL (amqps:// for TLS)."
+    )
+    broker_prefix: str = Field("cisis", description="Prefix of every exchange and queue name.")
+    prefetch: int = Field(32, ge=1, description="Unacked inbox messages processed concurrently.")
+    delivery_prefetch: int = Field(8, ge=1, description="Unacked jobs per destination worker.")
+    delivery_limit: int = Field(20, ge=2, description="Quorum-queue delivery limit: poison-message backstop.")
+    max_attempts: int = Field(5, ge=1, description="Delivery attempts before a job is dead-lettered.")
+    retry_delay_s: float = Field(2.0, ge=0, description="Wait before a failed delivery is retried.")
+
+    # Inputs
+    max_message_bytes: int = Field(16 * 1024 * 1024, description="Larger inbound messages are rejected.")
+    routes_path: Path = Field(Path("routes.yaml"), description="The routing rules file.")
+    transformers_dir: Path | None = Field(Path("transformers"), description="Folder of transformer plugins.")
+
+    # Journal
+    journal_url: str = Field("sqlite:///var/journal.db", description="sqlite:///path or postgresql://...")
+    patient_hash_key: SecretStr = Field(
+        SecretStr(DEV_PATIENT_HASH_KEY), description="HMAC key for patient search."
+    )
+
+    # DMP
+    dmp_url: str = Field(
+        "http://127.0.0.1:8088/dmp/submissions", description="DMP endpoint (demo: the sandbox)."
+    )
+    dmp_timeout_s: float = Field(15.0, gt=0)
+
+    # MSSanté
+    smtp_host: str = Field("127.0.0.1", description="SMTP relay of the MSSanté operator.")
+    smtp_port: int = 2525
+    smtp_starttls: bool = Field(False, description="Upgrade the connection with STARTTLS.")
+    smtp_implicit_tls: bool = Field(False, description="TLS from the first byte (port 465 style).")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(30.0, gt=0)
+    mss_sender: str = Field(
+        "gateway@demo.mssante.fr", description="The BAL applicative (From of every mail)."
+    )
+
+    # Demo services (make run)
+    demo_smtp_port: int = 2525
+    demo_dmp_port: int = 8088
+    demo_dir: Path = Field(Path("var/demo"), description="Where the demo mailbox and DMP sandbox write.")
+
+    log_level: str = "INFO"
+
+    @property
+    def names(self) -> BrokerNames:
+        return BrokerNames(self.broker_prefix)

@@ -1,0 +1,96 @@
+"""Delivery jobs: what the router puts on an outbound queue, one per destination and mail.
+
+A job is self-contained (the submission travels with it, document bytes included) so a destination worker
+needs neither the journal nor the inbox message to deliver it. Its ``idempotency_key`` (document uniqueId +
+action + destination + recipients) is how the gateway and the destinations recognise a redelivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, Field
+
+from gateway.model import DocumentSubmission
+from gateway.routing.matcher import RoutingDecision
+
+PATIENT_DOMAIN = "patient.mssante.fr"
+
+
+class DeliveryJob(BaseModel):
+    message_id: str = Field(description="The inbound message this job comes from.")
+    idempotency_key: str
+    destination: str = Field(description="dmp or mssante.")
+    recipients_kind: str | None = Field(None, description="mssante: ps or patient (one mail each).")
+    addresses: list[str] = Field(default_factory=list, repr=False, description="mssante: the To addresses.")
+    route: str
+    submission: DocumentSubmission
+
+    def recipient_label(self) -> str | None:
+        """What the journal stores as the recipient: the kind and a hash of the addresses, not the addresses."""
+        if not self.addresses:
+            return self.recipients_kind
+        digest = hashlib.sha256("|".join(self.addresses).encode()).hexdigest()[:12]
+        return f"{self.recipients_kind}:{digest}"
+
+
+class JobError(ValueError):
+    """A target that cannot become a job (e.g. a patient mail without an INS)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def patient_mailbox(sub: DocumentSubmission) -> str:
+    return f"{sub.patient.ins}@{PATIENT_DOMAIN}"
+
+
+def _key(sub: DocumentSubmission, destination: str, group: str) -> str:
+    uid = sub.document_unique_id or sub.provenance.message_id
+    return f"{uid}|{sub.action.value}|{destination}|{group}"
+
+
+def build_jobs(message_id: str, sub: DocumentSubmission, decision: RoutingDecision) -> list[DeliveryJob]:
+    """Turn routing targets into jobs. Raises :class:`JobError` when a target cannot be served safely."""
+    jobs: list[DeliveryJob] = []
+    for target in decision.targets:
+        if target.destination == "dmp":
+            jobs.append(
+                DeliveryJob(
+                    message_id=message_id,
+                    idempotency_key=_key(sub, "dmp", "dmp"),
+                    destination="dmp",
+                    route=target.route,
+                    submission=sub,
+                )
+            )
+            continue
+        if target.recipients == "patient":
+            # Never mail a document to someone it is invisible to, whatever the routes say.
+            if sub.flags.invisible_patient:
+                raise JobError(
+                    "MSS-INVISIBLE-PATIENT",
+                    "the document is invisible to the patient "
+                    "(INVISIBLE_PATIENT=Y) and cannot be mailed to the patient",
+                )
+            if not sub.patient.ins_present:
+                raise JobError("MSS-PATIENT-INS", "a patient mail needs the patient's INS")
+            addresses = [patient_mailbox(sub)]
+        else:
+            addresses = sorted({r.address for r in sub.recipients if r.address and not r.is_patient})
+            if not addresses:
+                raise JobError("MSS-NO-RECIPIENT", "no PS recipient address (PRT RCT, PRT-15.4)")
+        group = f"{target.recipients}:{hashlib.sha256('|'.join(addresses).encode()).hexdigest()[:16]}"
+        jobs.append(
+            DeliveryJob(
+                message_id=message_id,
+                idempotency_key=_key(sub, "mssante", group),
+                destination="mssante",
+                recipients_kind=target.recipients,
+                addresses=addresses,
+                route=target.route,
+                submission=sub,
+            )
+        )
+    return jobs

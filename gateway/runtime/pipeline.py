@@ -1,0 +1,177 @@
+"""The pure part of handling one inbound message: bytes in, decision out. No I/O here.
+
+ingest (ER7) -> normalise (transmission volet -> canonical model) -> validate -> route -> jobs + ACK.
+Keeping it free of the broker, the journal and the network makes it unit-testable, usable by
+``cisis-gateway validate`` without a broker, and movable to a process pool for large messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.delivery.jobs import DeliveryJob, JobError, build_jobs
+from gateway.formats.hl7v2.ack import build_ack
+from gateway.formats.hl7v2.er7 import ER7Error, Message, parse_message
+from gateway.formats.hl7v2.transmission import map_transmission, provenance_from_msh
+from gateway.model import DocumentSubmission, Provenance, ValidationReport
+from gateway.privacy import patient_hash
+from gateway.routing.matcher import RoutingDecision, decide
+from gateway.routing.schema import RouteTable
+from gateway.routing.transformers import Transformer
+from gateway.validation.transmission import validate_transmission
+
+ER7_CONTENT_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/hl7v2"}
+_MSH10 = re.compile(rb"MSH(.)(?:[^\r\n]*?\1){8}([^\r\n|^]{0,64})")
+
+
+@dataclass(slots=True)
+class Envelope:
+    """An inbound message as the transport delivered it."""
+
+    body: bytes
+    message_id: str | None = None
+    content_type: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str = "amqp"
+
+    def gateway_id(self) -> str:
+        """The broker message id when the producer set one, else a hash of the body (stable across redeliveries)."""
+        return self.message_id or "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(slots=True)
+class Outcome:
+    message_id: str
+    accepted: bool
+    report: ValidationReport
+    submission: DocumentSubmission | None = None
+    decision: RoutingDecision | None = None
+    jobs: list[DeliveryJob] = field(default_factory=list)
+    reply: bytes | None = None
+    reply_content_type: str = "x-application/hl7-v2+er7"
+    fields: dict[str, str | None] = field(default_factory=dict)
+
+
+def sniff_er7(body: bytes, content_type: str | None) -> bool:
+    if content_type and content_type.split(";")[0].strip().lower() in ER7_CONTENT_TYPES:
+        return True
+    return body.lstrip(b"\xef\xbb\xbf\x0b\r\n \t")[:3] == b"MSH"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        routes: RouteTable,
+        transformers: dict[str, Transformer],
+        hash_key: str,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.routes = routes
+        self.transformers = transformers
+        self.hash_key = hash_key
+        self.max_message_bytes = max_message_bytes
+
+    def process(self, env: Envelope) -> Outcome:
+        message_id = env.gateway_id()
+        report = ValidationReport()
+        outcome = Outcome(message_id=message_id, accepted=False, report=report)
+        if not sniff_er7(env.body, env.content_type):
+            report.add(
+                "INGEST-CONTENT-TYPE",
+                "/",
+                f"content type {(env.content_type or 'unknown')[:60]} is not "
+                "handled yet: send HL7v2 ER7 (x-application/hl7-v2+er7)",
+                condition=200,
+            )
+            return outcome
+        try:
+            message = parse_message(env.body, max_bytes=self.max_message_bytes)
+        except ER7Error as exc:
+            report.add(exc.rule, exc.location, str(exc.message), condition=exc.condition, source="HL7 v2 ER7")
+            m = _MSH10.search(env.body[:4096])
+            control_id = m.group(2).decode("latin-1") if m else None
+            outcome.fields["control_id"] = control_id
+            outcome.reply = build_ack(None, report, control_id=control_id).encode("utf-8")
+            return outcome
+        return self._process_er7(env, message, outcome)
+
+    def _process_er7(self, env: Envelope, message: Message, outcome: Outcome) -> Outcome:
+        report = outcome.report
+        provenance = provenance_from_msh(
+            message,
+            Provenance(
+                message_id=outcome.message_id,
+                received_at=env.received_at,
+                source=env.source,
+                content_type=env.content_type,
+                correlation_id=env.correlation_id,
+                reply_to=env.reply_to,
+            ),
+        )
+        outcome.fields.update(
+            control_id=provenance.control_id,
+            message_type=provenance.message_type,
+            sending_application=provenance.sending_application,
+            sending_facility=provenance.sending_facility,
+        )
+        mapped = map_transmission(message, provenance)
+        report.extend(mapped.report)
+        report.extend(validate_transmission(message, mapped))
+        sub = mapped.submission
+        if sub is not None:
+            outcome.submission = sub
+            outcome.fields.update(
+                document_id=sub.document_unique_id,
+                action=sub.action.value,
+                patient_hash=patient_hash(self.hash_key, sub.patient.patient_key()),
+            )
+        if report.valid and sub is not None:
+            decision = decide(self.routes, sub)
+            outcome.decision = decision
+            if decision.rejection is not None:
+                r = decision.rejection
+                report.add(
+                    r.rule,
+                    f"routes.yaml:{decision.rejected_by or 'unmatched'}",
+                    r.message,
+                    condition=r.condition,
+                    application_code=r.application_code,
+                    source="routes.yaml",
+                )
+            else:
+                sub = self._transform(sub, decision, report)
+                if report.valid:
+                    try:
+                        outcome.jobs = build_jobs(outcome.message_id, sub, decision)
+                        outcome.submission = sub
+                    except JobError as exc:
+                        report.add(exc.rule, "routes.yaml", str(exc), condition=207, source="gateway")
+        outcome.accepted = report.valid and bool(outcome.jobs)
+        outcome.reply = build_ack(message, report).encode("utf-8")
+        return outcome
+
+    def _transform(
+        self, sub: DocumentSubmission, decision: RoutingDecision, report: ValidationReport
+    ) -> DocumentSubmission:
+        for name in decision.transforms:
+            fn = self.transformers.get(name)
+            if fn is None:
+                report.add(
+                    "ROUTE-TRANSFORMER-MISSING", f"routes.yaml:{name}", f"transformer {name} is not loaded"
+                )
+                return sub
+            try:
+                sub = fn(sub)
+            except Exception as exc:  # a plugin bug rejects this message, it does not stop the gateway
+                report.add(
+                    "ROUTE-TRANSFORMER-FAILED",
+                    f"transformers/{name}.py",
+                    f"transformer {name} raised {type(exc).__name__}",
+                )
+                return sub
+        return sub

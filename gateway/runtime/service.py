@@ -1,0 +1,146 @@
+"""The running gateway: wires the pure pipeline, the journal, the broker and the destinations together.
+
+``start()`` opens the journal, loads routes and transformer plugins, connects to RabbitMQ, declares the
+topology and starts the consumers; ``stop()`` stops taking new messages, lets the ones in flight finish (each
+either acked or left for redelivery, never half-done), and closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from gateway.config import Settings
+from gateway.delivery.dmp.client import DmpClient
+from gateway.delivery.mssante.smtp import SmtpClient
+from gateway.routing import RouteTable, load_routes
+from gateway.routing.transformers import check_names, load_transformers
+from gateway.runtime.inbound import InboundHandler
+from gateway.runtime.journal import Journal, open_journal
+from gateway.runtime.pipeline import Pipeline
+from gateway.runtime.publisher import Publisher
+from gateway.runtime.topology import Topology, declare
+from gateway.runtime.worker import DeliveryWorker, Destination
+
+log = logging.getLogger("cisis.service")
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Consumer:
+    queue: AbstractQueue
+    tag: str
+
+
+@dataclass
+class GatewayService:
+    settings: Settings
+    journal: Journal | None = None
+    routes: RouteTable | None = None
+    destinations: dict[str, Destination] | None = None
+    connection: AbstractRobustConnection | None = None
+    topology: Topology | None = None
+    _consumers: list[_Consumer] = field(default_factory=list)
+    _inflight: set[asyncio.Task] = field(default_factory=set)
+    _owns_journal: bool = False
+    _owns_destinations: bool = False
+
+    def build_pipeline(self) -> Pipeline:
+        s = self.settings
+        routes = self.routes or load_routes(s.routes_path)
+        self.routes = routes
+        transformers = load_transformers(s.transformers_dir)
+        missing = check_names(routes.transformer_names(), transformers)
+        if missing:
+            raise ConfigurationError(f"routes use transformers that are not installed: {', '.join(missing)}")
+        return Pipeline(routes, transformers, s.patient_hash_key.get_secret_value(), s.max_message_bytes)
+
+    def _default_destinations(self) -> dict[str, Destination]:
+        s = self.settings
+        return {
+            "dmp": DmpClient(s.dmp_url, timeout_s=s.dmp_timeout_s),
+            "mssante": SmtpClient(
+                s.smtp_host,
+                s.smtp_port,
+                sender=s.mss_sender,
+                starttls=s.smtp_starttls,
+                implicit_tls=s.smtp_implicit_tls,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                timeout_s=s.smtp_timeout_s,
+            ),
+        }
+
+    def _tracked(self, handler):
+        async def run(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.add(task)
+            try:
+                await handler(message)
+            finally:
+                if task is not None:
+                    self._inflight.discard(task)
+
+        return run
+
+    async def start(self) -> None:
+        s = self.settings
+        pipeline = self.build_pipeline()
+        if self.journal is None:
+            self.journal, self._owns_journal = open_journal(s.journal_url), True
+            await self.journal.open()
+        if self.destinations is None:
+            self.destinations, self._owns_destinations = self._default_destinations(), True
+        self.connection = await aio_pika.connect_robust(s.amqp_url)
+        publish_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self.topology = await declare(publish_channel, s.names, delivery_limit=s.delivery_limit)
+        publisher = Publisher(publish_channel, self.topology)
+
+        inbox_channel = await self.connection.channel()
+        await inbox_channel.set_qos(prefetch_count=s.prefetch)
+        inbox = await inbox_channel.get_queue(s.names.inbox, ensure=False)
+        handler = InboundHandler(pipeline, self.journal, publisher, retry_delay_s=s.retry_delay_s)
+        self._consumers.append(_Consumer(inbox, await inbox.consume(self._tracked(handler))))
+
+        for name, destination in self.destinations.items():
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=s.delivery_prefetch)
+            queue = await channel.get_queue(s.names.outbound_queue(name), ensure=False)
+            worker = DeliveryWorker(
+                name, destination, self.journal, max_attempts=s.max_attempts, retry_delay_s=s.retry_delay_s
+            )
+            self._consumers.append(_Consumer(queue, await queue.consume(self._tracked(worker))))
+        log.info(
+            "gateway started prefix=%s routes=%d",
+            s.broker_prefix,
+            len(self.routes.routes if self.routes else []),
+        )
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        for consumer in self._consumers:
+            with contextlib.suppress(Exception):
+                await consumer.queue.cancel(consumer.tag)
+        self._consumers.clear()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout_s)
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+        if self._owns_destinations:
+            for destination in (self.destinations or {}).values():
+                with contextlib.suppress(Exception):
+                    await destination.aclose()
+            self.destinations = None
+        if self._owns_journal and self.journal is not None:
+            await self.journal.close()
+            self.journal = None
+        log.info("gateway stopped")

@@ -1,0 +1,212 @@
+"""Rules of the HL7v2 transmission volet that the spine enforces (cisis-facts §7.3, §7.4, §9).
+
+This is the core set every message goes through in line: message header, the document OBX, action
+consistency, the required MetaDMPMSS flags, what each destination needs (sender for the DMP, recipients for
+MSSanté, a usable INS), and INS coherence between PID-3 and the CDA. The complete volet, the CDA header rules
+and the official schematrons are separate rule packs (issue 3); each rule here has a stable code so an ERR
+segment, a journal entry and the README can name it.
+
+The legal MSSanté flag combinations (§7.3 matrix) are deliberately *not* here: they are written in
+``routes.yaml`` where an integration team can read them.
+"""
+
+from __future__ import annotations
+
+from stdnum.fr import nir
+
+from gateway.formats.hl7v2.er7 import Message
+from gateway.formats.hl7v2.transmission import (
+    MDM_EVENTS,
+    OBX11_ACTIONS,
+    ORC1_ACTIONS,
+    PROFILE_ID,
+    SOURCE,
+    TransmissionMessage,
+)
+from gateway.model import DocumentAction, MetaFlags, Severity, ValidationReport
+
+EXPECTED_VERSION = {"ORU": "2.5", "MDM": "2.6"}
+#: NIR-based INS OIDs whose key can be checked (production, test, démo); NIA keys are not verified [§9].
+NIR_OIDS = {"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
+
+
+def validate_transmission(message: Message, mapped: TransmissionMessage) -> ValidationReport:
+    """Apply the core transmission rules; returns a new report (the mapping's own findings are not copied)."""
+    report = ValidationReport()
+    sub = mapped.submission
+    msh = message.msh
+    msg_code = msh.get(9, 1, 1).strip().upper()
+
+    version = msh.get(12).strip()
+    expected = EXPECTED_VERSION.get(msg_code)
+    if expected and version != expected:
+        report.add(
+            "TRANS-VERSION",
+            "MSH-12",
+            f"{msg_code} messages of the volet are HL7 v{expected}, not {version[:10] or '(empty)'}",
+            condition=203,
+            source=SOURCE,
+        )
+    profiles = [msh.get(21, rep, 2).strip().upper() for rep in range(1, len(msh.repetitions(21)) + 1)]
+    if PROFILE_ID not in profiles:
+        report.add(
+            "TRANS-PROFILE",
+            "MSH-21",
+            f"MSH-21 must declare the profile 2.1^{PROFILE_ID}",
+            condition=101,
+            source=SOURCE,
+        )
+    if sub is None:
+        return report
+
+    if not mapped.document_obx:
+        report.add(
+            "TRANS-DOC-MISSING",
+            "OBX",
+            "no OBX of type ED carries a CDA document",
+            condition=101,
+            source=SOURCE,
+        )
+    elif len(mapped.document_obx) > (2 if msg_code == "ORU" else 1):
+        report.add(
+            "TRANS-DOC-COUNT",
+            "OBX",
+            f"{msg_code} carries at most {2 if msg_code == 'ORU' else 1} CDA document(s)",
+            condition=198,
+            source=SOURCE,
+        )
+
+    _check_action(report, msg_code, mapped)
+    _check_flags(report, sub.flags)
+
+    flags = sub.flags
+    patient = sub.patient
+    if patient.ins and patient.ins_oid in NIR_OIDS and not nir.is_valid(patient.ins):
+        report.add(
+            "INS-NIR-KEY",
+            "PID-3",
+            "the INS matricule (NIR) has an invalid length or control key",
+            condition=102,
+            application_code="905",
+            source="CI-SIS INS",
+        )
+    for header in mapped.cda_headers:
+        cda_ins = header.patient.ins
+        if patient.ins and cda_ins and cda_ins != patient.ins:
+            report.add(
+                "TRANS-INS-MISMATCH",
+                "PID-3",
+                "the INS in PID-3 differs from the INS in the CDA recordTarget/patientRole/id",
+                condition=207,
+                application_code="904",
+                source=SOURCE,
+            )
+        if mapped.obr4 and header.metadata.type_code and mapped.obr4.code != header.metadata.type_code.code:
+            report.add(
+                "TRANS-TYPECODE-MISMATCH",
+                "OBR-4",
+                "OBR-4 must equal the document type code (CDA ClinicalDocument/code)",
+                condition=207,
+                source=SOURCE,
+            )
+
+    if flags.destdmp:
+        if sub.sender is None:
+            report.add(
+                "TRANS-DMP-SENDER",
+                "PRT",
+                "DESTDMP=Y requires the sender PRT (PRT-4 = SB)",
+                condition=101,
+                source=SOURCE,
+            )
+        if not patient.ins_qualified:
+            report.add(
+                "TRANS-DMP-INS",
+                "PID-3",
+                "DESTDMP=Y requires an INS with a qualified identity (PID-3 INS and PID-32 QUAL or VALI)",
+                condition=207,
+                application_code="903",
+                source=SOURCE,
+            )
+    if flags.destmssanteps and not any(r.address and not r.is_patient for r in sub.recipients):
+        report.add(
+            "TRANS-MSS-RECIPIENTS",
+            "PRT",
+            "DESTMSSANTEPS=Y requires at least one PRT RCT with an MSSanté "
+            "address (PRT-15.3 = X.400, PRT-15.4)",
+            condition=101,
+            source=SOURCE,
+        )
+    if flags.destmssantepat:
+        if not patient.ins_present:
+            report.add(
+                "TRANS-MSS-PATIENT-INS",
+                "PID-3",
+                "DESTMSSANTEPAT=Y requires the patient's INS (the "
+                "patient mailbox is <INS>@patient.mssante.fr)",
+                condition=101,
+                source=SOURCE,
+            )
+        else:
+            expected_box = f"{patient.ins}@patient.mssante.fr"
+            for r in sub.recipients:
+                if r.is_patient and r.address and r.address.lower() != expected_box:
+                    report.add(
+                        "TRANS-MSS-PATIENT-ADDRESS",
+                        "PRT-15",
+                        "a patient recipient address differs from "
+                        "<INS>@patient.mssante.fr; the gateway mails the INS-derived address",
+                        severity=Severity.WARNING,
+                        condition=207,
+                        source=SOURCE,
+                    )
+    if sub.action is DocumentAction.REPLACEMENT and not sub.replaced_document_id:
+        where = "TXA-13" if msg_code == "MDM" else "OBX-5"
+        report.add(
+            "TRANS-REPLACED-ID",
+            where,
+            "a replacement must name the replaced document (TXA-13 or CDA relatedDocument[@typeCode='RPLC'])",
+            condition=101,
+            source=SOURCE,
+        )
+    return report
+
+
+def _check_action(report: ValidationReport, msg_code: str, mapped: TransmissionMessage) -> None:
+    """OBX-11, ORC-1 and the MDM event must agree [§7.1]; otherwise the PFI rejects the message."""
+    actions = {}
+    if mapped.obx11:
+        if mapped.obx11 not in OBX11_ACTIONS:
+            report.add(
+                "TRANS-OBX11", "OBX-11", "document OBX-11 must be F, C or D", condition=103, source=SOURCE
+            )
+        else:
+            actions["OBX-11"] = OBX11_ACTIONS[mapped.obx11]
+    if mapped.orc1:
+        if mapped.orc1 not in ORC1_ACTIONS:
+            report.add("TRANS-ORC1", "ORC-1", "ORC-1 must be NW, RO or CA", condition=103, source=SOURCE)
+        else:
+            actions["ORC-1"] = ORC1_ACTIONS[mapped.orc1]
+    if msg_code == "MDM" and mapped.event in MDM_EVENTS:
+        actions["MSH-9"] = MDM_EVENTS[mapped.event]
+    if len(set(actions.values())) > 1:
+        detail = ", ".join(f"{where} says {action.value}" for where, action in actions.items())
+        report.add(
+            "TRANS-ACTION-CONSISTENCY",
+            next(iter(actions)),
+            f"inconsistent action: {detail}",
+            condition=207,
+            source=SOURCE,
+        )
+
+
+def _check_flags(report: ValidationReport, flags: MetaFlags) -> None:
+    for code in MetaFlags.REQUIRED:
+        if flags.by_code(code) is None:
+            report.add(
+                "TRANS-META-MISSING",
+                "OBX",
+                f"required MetaDMPMSS OBX {code} is missing or not Y/N",
+                condition=101,
+                source=SOURCE,
+            )
