@@ -20,7 +20,9 @@ OUT = ROOT / "gateway/demo/samples"
 #: The ANS ORU examples carry a CORPSMAIL_PS whose Base64 is cut short (93 characters: no Base64 text has that
 #: length), which the gateway rightly refuses (TRANS-CORPSMAIL). The samples use the full text of the same
 #: body as the ANS MDM examples encode it.
-CORPSMAIL_PS = "Q2hlciBjb25mcsOocmUsIHZvdXMgdHJvdXZlcmV6IGNpLWpvaW50IGxlIENSIGTigJlpbWFnZXJpZSBkZSBNLkR1cG9udA=="
+CORPSMAIL_PS = (
+    "Q2hlciBjb25mcsOocmUsIHZvdXMgdHJvdXZlcmV6IGNpLWpvaW50IGxlIENSIGTigJlpbWFnZXJpZSBkZSBNLkR1cG9udA=="
+)
 
 
 def segments(path: Path) -> list[str]:

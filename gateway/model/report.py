@@ -34,6 +34,7 @@ class Finding(BaseModel):
 
 class ValidationReport(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
+    unreadable: bool = Field(False, description="The message could not be parsed at all: its ACK is AR.")
 
     def add(
         self,
@@ -77,7 +78,7 @@ class ValidationReport(BaseModel):
         """AA when valid; AR when an error makes the message unprocessable (0357 200-203); AE otherwise."""
         if self.valid:
             return "AA"
-        if any(f.condition in REJECT_CONDITIONS for f in self.errors):
+        if self.unreadable or any(f.condition in REJECT_CONDITIONS for f in self.errors):
             return "AR"
         return "AE"
 

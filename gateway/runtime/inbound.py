@@ -109,13 +109,21 @@ class InboundHandler:
             # Published even on a redelivery: we cannot know which confirms were lost in a crash, and the
             # workers drop jobs whose idempotency key is already delivered.
             await asyncio.gather(*(self.publisher.publish_job(job) for job in outcome.jobs))
-            for job in outcome.jobs:
-                await self.journal.step(
-                    mid,
-                    "queued",
-                    destination=job.destination,
-                    detail={"recipients": job.recipient_label(), "key": job.idempotency_key},
-                )
+            # One event for all the jobs (one journal write instead of one per destination).
+            await self.journal.step(
+                mid,
+                "queued",
+                detail={
+                    "jobs": [
+                        {
+                            "destination": j.destination,
+                            "recipients": j.recipient_label(),
+                            "key": j.idempotency_key,
+                        }
+                        for j in outcome.jobs
+                    ]
+                },
+            )
             log.info("message routed message_id=%s jobs=%d", mid, len(outcome.jobs))
         if not ack_already_sent:
             await self._reply(env, outcome)

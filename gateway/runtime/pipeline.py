@@ -92,9 +92,14 @@ class Pipeline:
         try:
             message = parse_message(env.body, max_bytes=self.max_message_bytes)
         except ER7Error as exc:
+            report.unreadable = True
             report.add(exc.rule, exc.location, str(exc.message), condition=exc.condition, source="HL7 v2 ER7")
-            m = _MSH10.search(env.body[:4096])
-            control_id = m.group(2).decode("latin-1") if m else None
+            # When the MSH itself was readable the ACK echoes it (MSA-2 = MSH-10); otherwise MSH-10 is
+            # recovered from the raw bytes when possible, so the sender can still correlate the AR.
+            control_id = exc.header.get(10).strip() if exc.header is not None else None
+            if not control_id:
+                m = _MSH10.search(env.body[:4096])
+                control_id = m.group(2).decode("latin-1") if m else None
             outcome.fields["control_id"] = control_id
             outcome.reply = build_ack(None, report, control_id=control_id).encode("utf-8")
             return outcome

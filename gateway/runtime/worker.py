@@ -65,13 +65,26 @@ class DeliveryWorker:
             await asyncio.sleep(self.retry_delay_s)
             await message.nack(requeue=True)
 
+    async def _already_delivered(self, job: DeliveryJob, first_message_id: str) -> None:
+        """The document is already at the destination (a broker redelivery, or the sender resent it in a new
+        message): nothing is sent again, and this message's own accounting still settles."""
+        detail = {"key": job.idempotency_key, "first_message_id": first_message_id}
+        await self.journal.step(job.message_id, "duplicate_suppressed", destination=self.name, detail=detail)
+        if first_message_id != job.message_id:
+            await self.journal.record_delivery(
+                idempotency_key=f"{job.idempotency_key}#dup:{job.message_id}",
+                message_id=job.message_id,
+                destination=self.name,
+                recipient=job.recipient_label(),
+                status="delivered",
+                detail={"duplicate_of": first_message_id},
+            )
+
     async def handle(self, job: DeliveryJob, message: AbstractIncomingMessage) -> None:
         key = job.idempotency_key
         previous = await self.journal.delivery(key)
         if previous is not None and previous.status == "delivered":
-            await self.journal.step(
-                job.message_id, "duplicate_suppressed", destination=self.name, detail={"key": key}
-            )
+            await self._already_delivered(job, previous.message_id)
             await message.ack()
             return
         result = await self.destination.deliver(job)
