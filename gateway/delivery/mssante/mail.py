@@ -39,7 +39,9 @@ def build_mail(job: DeliveryJob, sender: str) -> EmailMessage:
     msg["To"] = ", ".join(job.addresses)
     if sub.reply_to:
         msg["Reply-To"] = ", ".join(sub.reply_to)
-    type_display = sub.type_code.display if sub.type_code and sub.type_code.display else "Document"
+    # OBR-4 / TXA-2 display when the sender gave one (TXA-2 often has none), else the CDA code's displayName.
+    codes = [sub.type_code] + [d.metadata.type_code for d in sub.documents]
+    type_display = next((c.display for c in codes if c and c.display), "Document")
     msg["Subject"] = f"XDM/1.0/DDM {type_display}"
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id_for(job, sender.rsplit("@", 1)[-1])
