@@ -80,9 +80,10 @@ async def relay_run(n: int, body: bytes) -> float:
             done.set()
 
     start = time.perf_counter()
-    await q.consume(relay)
+    tag = await q.consume(relay)
     await done.wait()
     elapsed = time.perf_counter() - start
+    await q.cancel(tag)
     await ch.queue_delete(src.name)
     await ch.queue_delete(dst.name)
     await conn.close()

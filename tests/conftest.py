@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import time
 import uuid
@@ -11,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+
+from tools.build_samples import with_document
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -45,30 +46,12 @@ def swap_document(
     txa12: str | None = None,
 ) -> bytes:
     """An ANS example message with its 2021-era CDA replaced by a conforming ANS example CDA (and optionally
-    its MSH-10, MetaDMPMSS flags and TXA-12 changed). Keeps the message's own segment terminators."""
+    its MSH-10, MetaDMPMSS flags and TXA-12 changed): the same recipe as the demo samples."""
     require_shared()
-    data = base64.b64encode((ANS_CDA / cda_name).read_bytes()).decode("ascii")
     text = message.decode("utf-8")
-    term = "\r\n" if "\r\n" in text else ("\r" if "\r" in text else "\n")
-    out = []
-    for seg in [s for s in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if s]:
-        f = seg.split("|")
-        if f[0] == "MSH" and control_id:
-            f[9] = control_id
-        elif f[0] == "OBX" and f[2] == "ED" and "MetaDMPMSS" not in f[3]:
-            c = f[5].split("^")
-            c[4] = data
-            f[5] = "^".join(c)
-        elif f[0] == "OBX" and f[3].startswith("CORPSMAIL_PS^"):
-            c = f[5].split("^")
-            c[4] = base64.b64encode("Cher confrère, veuillez trouver le document ci-joint.".encode()).decode()
-            f[5] = "^".join(c)
-        elif f[0] == "OBX" and flags and f[3].split("^")[0] in flags:
-            f[5] = flags[f[3].split("^")[0]] + "^^expandedYes-NoIndicator"
-        elif f[0] == "TXA" and txa12:
-            f[12] = txa12
-        out.append("|".join(f))
-    return (term.join(out) + term).encode("utf-8")
+    segs = [s for s in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if s]
+    control_id = control_id or segs[0].split("|")[9]
+    return with_document(segs, ANS_CDA / cda_name, control_id, flags=flags, txa12=txa12).encode("utf-8")
 
 
 #: Flags of the volet's "PS only" legal combination, to make the ANS MDM examples routable.
