@@ -239,16 +239,17 @@ def journal_list(
             ),
         )
     )
-    table = Table("received (UTC)", "message id", "MSH-10", "type", "action", "status", "deliveries")
+    table = Table("received (UTC)", "MSH-10", "type", "action", "status", "deliveries")
+    table.add_column("message id", overflow="fold")  # never shortened: it is what `journal show` takes
     for r in records:
         table.add_row(
             r.received_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.message_id,
             r.control_id or "",
             r.message_type or "",
             r.action or "",
             r.status,
             f"{r.delivered_count}/{r.expected_deliveries}" if r.expected_deliveries else "",
+            r.message_id,
         )
     console.print(table)
     console.print(f"{len(records)} message(s)")

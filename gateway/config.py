@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The development key for patient hashes. A deployment must set CISIS_PATIENT_HASH_KEY: with this key anyone
@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     demo_dir: Path = Field(Path("var/demo"), description="Where the demo mailbox and DMP sandbox write.")
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _attempts_below_delivery_limit(self) -> Settings:
+        # The worker dead-letters (and journals) after max_attempts; the broker's delivery limit is only the
+        # backstop for a consumer that crashes. If the broker's limit came first, the journal would never learn.
+        if self.delivery_limit <= self.max_attempts:
+            raise ValueError("CISIS_DELIVERY_LIMIT must be greater than CISIS_MAX_ATTEMPTS")
+        return self
 
     @property
     def names(self) -> BrokerNames:

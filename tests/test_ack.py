@@ -60,5 +60,5 @@ def test_ar_for_unsupported_version_and_for_unparseable_input():
 def test_erl_of_locations():
     assert erl("OBX[12]-5") == "OBX^12^5"
     assert erl("MSH-12") == "MSH^1^12"
-    assert erl("PRT") == "PRT^1"
+    assert erl("PRT") == "PRT"
     assert erl("/ClinicalDocument/setId") == ""

@@ -26,7 +26,7 @@ from gateway.runtime.journal import (
     open_journal,
 )
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN_DSN = os.environ.get("CISIS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 HASH_A = "a" * 64
 HASH_B = "0123456789abcdef" * 4
@@ -54,7 +54,7 @@ async def _fresh_pg_database() -> AsyncIterator[str]:
     name = f"cisis_test_{secrets.token_hex(6)}"
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
     finally:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

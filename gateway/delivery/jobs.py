@@ -27,11 +27,12 @@ class DeliveryJob(BaseModel):
     submission: DocumentSubmission
 
     def recipient_label(self) -> str | None:
-        """What the journal stores as the recipient: the kind and a hash of the addresses, not the addresses."""
-        if not self.addresses:
+        """What the journal stores as the recipient. The patient mailbox contains the INS, so it is never stored
+        nor hashed (an unkeyed hash of an INS can be brute-forced): the label is just ``patient``. PS mailboxes
+        are professional addresses: a short hash identifies the recipient set."""
+        if not self.addresses or self.recipients_kind == "patient":
             return self.recipients_kind
-        digest = hashlib.sha256("|".join(self.addresses).encode()).hexdigest()[:12]
-        return f"{self.recipients_kind}:{digest}"
+        return f"{self.recipients_kind}:{_digest(self.addresses)}"
 
 
 class JobError(ValueError):
@@ -40,6 +41,10 @@ class JobError(ValueError):
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+
+def _digest(addresses: list[str]) -> str:
+    return hashlib.sha256("|".join(addresses).encode()).hexdigest()[:16]
 
 
 def patient_mailbox(sub: DocumentSubmission) -> str:
@@ -81,7 +86,8 @@ def build_jobs(message_id: str, sub: DocumentSubmission, decision: RoutingDecisi
             addresses = sorted({r.address for r in sub.recipients if r.address and not r.is_patient})
             if not addresses:
                 raise JobError("MSS-NO-RECIPIENT", "no PS recipient address (PRT RCT, PRT-15.4)")
-        group = f"{target.recipients}:{hashlib.sha256('|'.join(addresses).encode()).hexdigest()[:16]}"
+        # The document's uniqueId already fixes the patient: the patient mail's key needs no address in it.
+        group = "patient" if target.recipients == "patient" else f"ps:{_digest(addresses)}"
         jobs.append(
             DeliveryJob(
                 message_id=message_id,

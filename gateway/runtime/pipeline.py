@@ -16,7 +16,7 @@ from gateway.delivery.jobs import DeliveryJob, JobError, build_jobs
 from gateway.formats.hl7v2.ack import build_ack
 from gateway.formats.hl7v2.er7 import ER7Error, Message, parse_message
 from gateway.formats.hl7v2.transmission import map_transmission, provenance_from_msh
-from gateway.model import DocumentSubmission, Provenance, ValidationReport
+from gateway.model import DocumentSubmission, Provenance, Severity, ValidationReport
 from gateway.privacy import patient_hash
 from gateway.routing.matcher import RoutingDecision, decide
 from gateway.routing.schema import RouteTable
@@ -124,6 +124,8 @@ class Pipeline:
             sending_application=provenance.sending_application,
             sending_facility=provenance.sending_facility,
         )
+        for rule, location, text in message.warnings:  # tolerated quirks: the sender learns of them in ERR W
+            report.add(rule, location, text, severity=Severity.WARNING, condition=199, source="HL7 v2 ER7")
         mapped = map_transmission(message, provenance)
         report.extend(mapped.report)
         report.extend(validate_transmission(message, mapped))

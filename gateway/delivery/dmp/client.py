@@ -25,7 +25,7 @@ class DmpClient:
         except httpx.HTTPError as exc:
             return DeliveryResult.transient(error=type(exc).__name__)
         code = response.status_code
-        if code in (200, 201):
+        if 200 <= code < 300:
             return DeliveryResult.delivered(
                 status=code, replay=response.headers.get("Idempotent-Replay") == "true"
             )

@@ -12,6 +12,9 @@ import base64
 
 from gateway.delivery.jobs import DeliveryJob
 
+#: PV1-2 -> SubmissionSet contentTypeCode (TRE_R209, JDV J59), the transmission volet's proposed mapping [§4.2].
+CONTENT_TYPE_BY_PATIENT_CLASS = {"I": "03", "O": "07", "R": "19", "N": "97", "E": "07"}
+
 
 def patient_cx(ins: str | None, oid: str | None) -> str | None:
     """XDS patientId [§4.1, §4.3]: ``<matricule>^^^&<OID>&ISO^NH``."""
@@ -30,7 +33,7 @@ def build_payload(job: DeliveryJob) -> dict:
             "patientId": patient_cx(sub.patient.ins, sub.patient.ins_oid),
             "authorPerson": sender.person.id if sender and sender.person else None,
             "authorInstitution": sender.organization.id if sender and sender.organization else None,
-            "contentTypeCode": sub.patient_class,
+            "contentTypeCode": CONTENT_TYPE_BY_PATIENT_CLASS.get(sub.patient_class or ""),
         },
         "documents": [
             {

@@ -60,4 +60,4 @@ class SmtpClient:
             return DeliveryResult.transient(error=type(exc).__name__)
         if errors:  # some recipients refused, others accepted: the mail is out; the refusals are recorded
             return DeliveryResult.delivered(partial_refusals=sorted({r.code for r in errors.values()}))
-        return DeliveryResult.delivered(smtp=response[:3], message_id=message["Message-ID"])
+        return DeliveryResult.delivered(smtp_response=response[:80], message_id=message["Message-ID"])

@@ -49,7 +49,9 @@ def erl(location: str) -> str:
     if not m:
         return ""
     seg, seq, fld = m.groups()
-    return "^".join(p for p in (seg, seq or "1", fld) if p)
+    if fld is None:  # a finding about a segment as a whole (often a missing one): no sequence to point at
+        return seg if seq is None else f"{seg}^{seq}"
+    return f"{seg}^{seq or '1'}^{fld}"
 
 
 def _err(f: Finding) -> str:

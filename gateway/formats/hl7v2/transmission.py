@@ -70,7 +70,8 @@ class TransmissionMessage:
 
 
 def _clean(value: str) -> str:
-    """Trim and drop inner spaces around HL7 codes (§7.5: '^^ expandedYes-NoIndicator', 'ASIP-SANTE- PS')."""
+    """Trim a component (§7.5: the ANS examples have '^^ expandedYes-NoIndicator'); code comparisons also
+    upper-case, and code-system names drop inner spaces where compared (MetaDMPMSS)."""
     return value.strip()
 
 
@@ -329,6 +330,10 @@ def map_transmission(message: Message, provenance: Provenance) -> TransmissionMe
                     )
                     continue
                 result.cda_headers.append(header)
+                for rule, where, text in header.warnings:
+                    report.add(
+                        rule, f"{_loc(seg, 5)} {where}", text, severity=Severity.WARNING, source="CDA R2"
+                    )
                 documents.append(Document(metadata=header.metadata, content=Content(data=data)))
         elif seg.id == "PRT":
             if current_obx is None or current_obx.index not in result.document_obx:

@@ -52,7 +52,7 @@ from typing import (
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
 
-logger = logging.getLogger("gateway.runtime.journal")
+logger = logging.getLogger("cisis.journal")
 
 SCHEMA_VERSION: Final = 1
 
