@@ -20,6 +20,7 @@ import re
 from lxml import etree
 
 from gateway.model import Severity, ValidationReport
+from gateway.validation import cda_header_acts as acts
 from gateway.validation import cda_header_parties as parties
 from gateway.validation.cda_header_common import (
     HL7,
@@ -79,6 +80,7 @@ RULES: dict[str, str] = {
     "STRUCMIN-COMPONENT": "component 1..1 with structuredBody or nonXMLBody",
     "STRUCMIN-N1-MEDIATYPE": "nonXMLBody/text/@mediaType present",
     **parties.RULES,
+    **acts.RULES,
 }
 
 
@@ -110,6 +112,7 @@ def validate_cda_header(
     _document(ctx, root)
     _record_target(ctx, root)
     parties.check_all(ctx, root)
+    acts.check_acts(ctx, root)
     _component(ctx, root)
     return report
 
