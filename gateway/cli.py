@@ -121,6 +121,7 @@ def validate(
         load_transformers(settings.transformers_dir),
         settings.patient_hash_key.get_secret_value(),
         settings.max_message_bytes,
+        **settings.pipeline_options(),
     )
     outcome = pipeline.process(Envelope(body=file.read_bytes(), message_id=f"file:{file.name}", source="cli"))
     if as_json:

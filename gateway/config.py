@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Inputs
     max_message_bytes: int = Field(16 * 1024 * 1024, description="Larger inbound messages are rejected.")
     routes_path: Path = Field(Path("routes.yaml"), description="The routing rules file.")
+    ins_production: bool = Field(False, description="Refuse test and demo INS (OIDs .4.10 / .4.11).")
+    terminology_path: Path | None = Field(None, description="A rebuilt JDV file (default: the shipped one).")
     transformers_dir: Path | None = Field(Path("transformers"), description="Folder of transformer plugins.")
 
     # Journal
@@ -111,6 +113,13 @@ class Settings(BaseSettings):
         if self.delivery_limit <= self.max_attempts:
             raise ValueError("CISIS_DELIVERY_LIMIT must be greater than CISIS_MAX_ATTEMPTS")
         return self
+
+    def pipeline_options(self) -> dict:
+        """Keyword arguments for :class:`gateway.runtime.pipeline.Pipeline` taken from the settings."""
+        from gateway.terminology import Terminology
+
+        terminology = Terminology.load(self.terminology_path) if self.terminology_path else None
+        return {"terminology": terminology, "ins_production": self.ins_production}
 
     @property
     def names(self) -> BrokerNames:

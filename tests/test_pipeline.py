@@ -98,3 +98,47 @@ def test_transformer_plugins_are_loaded_by_path_and_applied(tmp_path):
     broken = Pipeline(parse_routes(routes_text.replace("[retitle]", "[boom]")), plugins, "k")
     out = broken.process(Envelope(body=(SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()))
     assert not out.accepted and "ROUTE-TRANSFORMER-FAILED" in out.report.rule_codes()
+
+
+def _with_type_code(body: bytes, code: str) -> bytes:
+    """Sample 04 with its OBR-4, TXA-2 and OBX-3 type code changed (the CDA keeps its own code)."""
+    return body.replace(b"18748-4^CR d'imagerie m\xc3\xa9dicale^LN", f"{code}^X^LN".encode()).replace(
+        b"TXA|1|18748-4|", f"TXA|1|{code}|".encode()
+    )
+
+
+def test_type_code_outside_j07_and_outside_j66_for_the_dmp():
+    body = (SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()
+    out = PIPELINE.process(Envelope(body=_with_type_code(body, "99999-9"), message_id="m"))
+    assert "TRANS-TYPECODE-J07" in out.report.rule_codes()
+    # A CDA whose code is in J07 but not in J66 (TypeCode-DMP) may be mailed but not sent to the DMP.
+    cda = (
+        SHARED / "cisis/testcontenucda-3.0/ExemplesCDA/IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml"
+    ).read_bytes()
+    import base64
+
+    swapped = cda.replace(b'<code code="18748-4"', b'<code code="34120-6"', 1)
+    text = body.decode("utf-8")
+    old = text.split("^Base64^", 1)[1].split("|", 1)[0]
+    body = text.replace(old, base64.b64encode(swapped).decode(), 1).encode("utf-8")
+    out = PIPELINE.process(Envelope(body=_with_type_code(body, "34120-6"), message_id="m"))
+    assert out.report.rule_codes() == ["TRANS-TYPECODE-J66"]
+
+
+def test_test_ins_is_refused_in_production_mode():
+    body = (SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()
+    production = Pipeline(load_routes(ROOT / "routes.yaml"), {}, "k", ins_production=True)
+    out = production.process(Envelope(body=body, message_id="m"))
+    assert "INS-TEST-IN-PRODUCTION" in out.report.rule_codes() and not out.accepted
+    assert PIPELINE.process(Envelope(body=body, message_id="m")).accepted
+
+
+def test_structuration_minimale_errors_reach_the_ack_with_segment_and_xpath():
+    from tests.conftest import ans_message
+
+    body = ans_message("MDM/Remplacement MDM/message_MDM_CR_Radio_RPLC_N1.er7")  # 2021-era CDA as published
+    out = PIPELINE.process(Envelope(body=body, message_id="m", content_type=ER7))
+    assert {"STRUCMIN-SETID", "STRUCMIN-NAME-QUALIFIER"} <= set(out.report.rule_codes())
+    ack = parse_message(out.reply)
+    err = next(e for e in ack.all("ERR") if e.get(7) == "STRUCMIN-SETID")
+    assert err.field(2) == "OBX^1^5" and "(at /ClinicalDocument/setId)" in err.get(8)

@@ -21,6 +21,7 @@ from gateway.privacy import patient_hash
 from gateway.routing.matcher import RoutingDecision, decide
 from gateway.routing.schema import RouteTable
 from gateway.routing.transformers import Transformer
+from gateway.terminology import Terminology, default_terminology
 from gateway.validation.transmission import validate_transmission
 
 ER7_CONTENT_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/hl7v2"}
@@ -70,11 +71,16 @@ class Pipeline:
         transformers: dict[str, Transformer],
         hash_key: str,
         max_message_bytes: int = 16 * 1024 * 1024,
+        *,
+        terminology: Terminology | None = None,
+        ins_production: bool = False,
     ) -> None:
         self.routes = routes
         self.transformers = transformers
         self.hash_key = hash_key
         self.max_message_bytes = max_message_bytes
+        self.terminology = terminology or default_terminology()
+        self.ins_production = ins_production
 
     def process(self, env: Envelope) -> Outcome:
         message_id = env.gateway_id()
@@ -128,7 +134,11 @@ class Pipeline:
             report.add(rule, location, text, severity=Severity.WARNING, condition=199, source="HL7 v2 ER7")
         mapped = map_transmission(message, provenance)
         report.extend(mapped.report)
-        report.extend(validate_transmission(message, mapped))
+        report.extend(
+            validate_transmission(
+                message, mapped, terminology=self.terminology, ins_production=self.ins_production
+            )
+        )
         sub = mapped.submission
         if sub is not None:
             outcome.submission = sub
@@ -151,6 +161,7 @@ class Pipeline:
                     source="routes.yaml",
                 )
             else:
+                self._check_dmp_type_code(sub, decision, report)
                 sub = self._transform(sub, decision, report)
                 if report.valid:
                     try:
@@ -161,6 +172,23 @@ class Pipeline:
         outcome.accepted = report.valid and bool(outcome.jobs)
         outcome.reply = build_ack(message, report).encode("utf-8")
         return outcome
+
+    def _check_dmp_type_code(
+        self, sub: DocumentSubmission, decision: RoutingDecision, report: ValidationReport
+    ) -> None:
+        """The DMP accepts only the type codes of JDV J66 (TypeCode-DMP): checked once a route sends to the DMP."""
+        if not any(t.destination == "dmp" for t in decision.targets):
+            return
+        for n, doc in enumerate(sub.documents, start=1):
+            code = doc.metadata.type_code
+            if code is not None and self.terminology.contains("J66", code.code) is False:
+                report.add(
+                    "TRANS-TYPECODE-J66",
+                    f"document {n} /ClinicalDocument/code",
+                    f"type code {code.code[:20]} is not accepted by the DMP (JDV J66 TypeCode-DMP)",
+                    condition=103,
+                    source="CI-SIS Transmission de documents CDA en HL7v2 2.1",
+                )
 
     def _transform(
         self, sub: DocumentSubmission, decision: RoutingDecision, report: ValidationReport

@@ -61,7 +61,13 @@ class GatewayService:
         missing = check_names(routes.transformer_names(), transformers)
         if missing:
             raise ConfigurationError(f"routes use transformers that are not installed: {', '.join(missing)}")
-        return Pipeline(routes, transformers, s.patient_hash_key.get_secret_value(), s.max_message_bytes)
+        return Pipeline(
+            routes,
+            transformers,
+            s.patient_hash_key.get_secret_value(),
+            s.max_message_bytes,
+            **s.pipeline_options(),
+        )
 
     def _default_destinations(self) -> dict[str, Destination]:
         s = self.settings

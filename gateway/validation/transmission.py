@@ -23,14 +23,24 @@ from gateway.formats.hl7v2.transmission import (
     SOURCE,
     TransmissionMessage,
 )
-from gateway.model import DocumentAction, MetaFlags, Severity, ValidationReport
+from gateway.model import INS_OIDS, DocumentAction, MetaFlags, Severity, ValidationReport
+from gateway.terminology import Terminology, default_terminology
+from gateway.validation.cda_header import validate_cda_header
 
 EXPECTED_VERSION = {"ORU": "2.5", "MDM": "2.6"}
 #: NIR-based INS OIDs whose key can be checked (production, test, démo); NIA keys are not verified [§9].
 NIR_OIDS = {"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
+#: INS test and démo OIDs: real documents never carry them; a production gateway refuses them.
+TEST_INS_OIDS = {"1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
 
 
-def validate_transmission(message: Message, mapped: TransmissionMessage) -> ValidationReport:
+def validate_transmission(
+    message: Message,
+    mapped: TransmissionMessage,
+    *,
+    terminology: Terminology | None = None,
+    ins_production: bool = False,
+) -> ValidationReport:
     """Apply the core transmission rules; returns a new report (the mapping's own findings are not copied)."""
     report = ValidationReport()
     sub = mapped.submission
@@ -81,6 +91,35 @@ def validate_transmission(message: Message, mapped: TransmissionMessage) -> Vali
 
     flags = sub.flags
     patient = sub.patient
+    terminology = terminology or default_terminology()
+    code = sub.type_code
+    if code is not None and terminology.contains("J07", code.code) is False:
+        where = "TXA-2" if msg_code == "MDM" else "OBR-4"
+        report.add(
+            "TRANS-TYPECODE-J07",
+            where,
+            f"type code {code.code[:20]} is not in JDV J07 (XdsTypeCode CI-SIS)",
+            condition=103,
+            source=SOURCE,
+        )
+    if patient.ins and patient.ins_oid not in INS_OIDS:
+        report.add(
+            "INS-OID",
+            "PID-3",
+            "the INS assigning authority must be 1.2.250.1.213.1.4.8 (NIR), .9 (NIA), "
+            ".10 (NIR test) or .11 (NIR demo)",
+            condition=103,
+            source="CI-SIS INS",
+        )
+    if ins_production and patient.ins_oid in TEST_INS_OIDS:
+        report.add(
+            "INS-TEST-IN-PRODUCTION",
+            "PID-3",
+            "a test or demo INS (OID .4.10 / .4.11) is refused in production (CISIS_INS_PRODUCTION=true)",
+            condition=207,
+            application_code="906",
+            source="CI-SIS INS",
+        )
     if patient.ins and patient.ins_oid in NIR_OIDS and not nir.is_valid(patient.ins):
         report.add(
             "INS-NIR-KEY",
@@ -90,7 +129,12 @@ def validate_transmission(message: Message, mapped: TransmissionMessage) -> Vali
             application_code="905",
             source="CI-SIS INS",
         )
-    for header in mapped.cda_headers:
+    for header, where in zip(mapped.cda_headers, mapped.cda_locations, strict=True):
+        if header.tree is not None:
+            # Structuration minimale (CDA header) on the embedded document: its XPath locations are prefixed
+            # with the OBX that carries it, so the ACK's ERR-2 points at the segment and ERR-8 at the element.
+            for f in validate_cda_header(header.tree, terminology=terminology).findings:
+                report.findings.append(f.model_copy(update={"location": f"{where} {f.location}"}))
         cda_ins = header.patient.ins
         if patient.ins and cda_ins and cda_ins != patient.ins:
             report.add(

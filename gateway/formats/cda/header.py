@@ -70,6 +70,8 @@ class CdaHeader:
     metadata: DocumentMetadata
     patient: PatientIdentity
     warnings: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The parsed document, kept so that validation does not parse it a second time.
+    tree: etree._ElementTree | None = None
 
 
 def _text(el: etree._Element | None, path: str) -> str | None:
@@ -231,7 +233,7 @@ def read_header(tree: etree._ElementTree) -> CdaHeader:
     warnings: list[tuple[str, str, str]] = []
     if nonxml is None and not _STRUCTURED(root):
         warnings.append(("CDA-BODY", "/ClinicalDocument/component", "neither structuredBody nor nonXMLBody"))
-    return CdaHeader(metadata=metadata, patient=_patient(root), warnings=warnings)
+    return CdaHeader(metadata=metadata, patient=_patient(root), warnings=warnings, tree=tree)
 
 
 def read_cda(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CdaHeader:

@@ -61,7 +61,9 @@ def _err(f: Finding) -> str:
         app = f"{f.application_code}^{APPLICATION_TEXT.get(f.application_code, '')}^applicationErrorCode"
     else:
         app = f"{escape(f.rule, D)}^^L"
-    detail = escape(f.message[:240], D)
+    # 'OBX[1]-5 /ClinicalDocument/setId': ERR-2 carries the segment part, ERR-8 the element inside the CDA.
+    xpath = f.location.split(" ", 1)[1] if " " in f.location else ""
+    detail = escape((f.message[:240] + (f" (at {xpath[:200]})" if xpath else "")), D)
     location = erl(f.location)
     return f"ERR||{location}|{cond}|{sev}|{app}||{escape(f.rule, D)}|{detail}"
 

@@ -61,6 +61,7 @@ class TransmissionMessage:
     submission: DocumentSubmission | None
     report: ValidationReport
     cda_headers: list[CdaHeader] = field(default_factory=list)
+    cda_locations: list[str] = field(default_factory=list)  # 'OBX[1]-5' of each header, same order
     orc1: str | None = None
     obx11: str | None = None
     event: str | None = None
@@ -330,6 +331,7 @@ def map_transmission(message: Message, provenance: Provenance) -> TransmissionMe
                     )
                     continue
                 result.cda_headers.append(header)
+                result.cda_locations.append(_loc(seg, 5))
                 for rule, where, text in header.warnings:
                     report.add(
                         rule, f"{_loc(seg, 5)} {where}", text, severity=Severity.WARNING, source="CDA R2"
