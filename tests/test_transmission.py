@@ -141,3 +141,63 @@ def test_non_volet_message_type_is_unsupported():
     assert result.submission is None
     assert [f.rule for f in result.report.errors] == ["TRANS-MSG-TYPE"]
     assert result.report.errors[0].condition == 200
+
+
+def _sample04() -> bytes:
+    return (SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()
+
+
+def _drop(body: bytes, prefix: bytes) -> bytes:
+    return b"\r".join(seg for seg in body.split(b"\r") if not seg.startswith(prefix))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "rule", "location"),
+    [
+        (lambda b: _drop(b, b"EVN|"), "TRANS-STRUCTURE", "MSH"),
+        (lambda b: b.replace(b"\rTXA|", b"\rZZZ|1\rTXA|", 1), "TRANS-STRUCTURE", "ZZZ[1]"),
+        (lambda b: b.replace(b"|P|2.6|", b"|X|2.6|", 1), "TRANS-MSH11", "MSH-11"),
+        (lambda b: b.replace(b"PV1|1|I|UFNEPH", b"PV1|1||UFNEPH", 1), "TRANS-PV1-2", "PV1-2"),
+        (lambda b: b.replace(b"\rTXA|1|", b"\rTXA|2|", 1), "TRANS-TXA1", "TXA-1"),
+        (lambda b: b.replace(b"|TEXT|", b"|TX|", 1), "TRANS-TXA3", "TXA-3"),
+        (lambda b: b.replace(b"||||AU|", b"||||DO|", 1), "TRANS-TXA17", "TXA-17"),
+        (lambda b: b.replace(b"|1.2.250.1.213.1.1.1.45.2024.2.1|", b"|1.2.3|", 1), "TRANS-TXA12", "TXA-12"),
+        (lambda b: b.replace(b"^text^XML^Base64^", b"^text^PDF^Base64^", 1), "TRANS-ED-SUBTYPE", "OBX[1]-5"),
+        (
+            lambda b: b.replace(
+                b"OBR|1|||18748-4^CR d'imagerie m\xc3\xa9dicale^LN",
+                b"OBR|1|||18748-4^CR d'imagerie m\xc3\xa9dicale^",
+                1,
+            ),
+            "TRANS-CODE-SYSTEM",
+            "OBR-4",
+        ),
+        (
+            lambda b: b.replace(
+                b"|||Organisation-Y^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^300017985", b"|||", 1
+            ),
+            "TRANS-DMP-SENDER-ORG",
+            "PRT-8",
+        ),
+    ],
+)
+def test_structure_and_field_rules_on_mutations_of_a_valid_mdm(mutate, rule, location):
+    body = _sample04()
+    _, _, clean = mapped(body)
+    assert clean.valid, [f.rule for f in clean.errors]
+    _, _, report = mapped(mutate(body))
+    found = [f for f in report.errors if f.rule == rule]
+    assert found, [f.rule for f in report.errors]
+    assert found[0].location == location
+
+
+def test_ans_published_examples_are_refused_for_their_2021_cdas_with_structuration_minimale_rules():
+    from gateway.routing import load_routes
+    from gateway.runtime.pipeline import Envelope, Pipeline
+    from tests.conftest import ROOT
+
+    pipeline = Pipeline(load_routes(ROOT / "routes.yaml"), {}, "k")
+    out = pipeline.process(
+        Envelope(body=ans_message("MDM/Transmission initiale MDM/message_MDM_CR_Radio_INIT_N1_Base64.er7"))
+    )
+    assert set(out.report.rule_codes()) == {"STRUCMIN-NAME-QUALIFIER", "STRUCMIN-SETID"}

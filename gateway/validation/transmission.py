@@ -26,6 +26,7 @@ from gateway.formats.hl7v2.transmission import (
 from gateway.model import INS_OIDS, DocumentAction, MetaFlags, Severity, ValidationReport
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_header import validate_cda_header
+from gateway.validation.transmission_fields import STRUCTURES, check_fields, check_structure
 
 EXPECTED_VERSION = {"ORU": "2.5", "MDM": "2.6"}
 #: NIR-based INS OIDs whose key can be checked (production, test, démo); NIA keys are not verified [§9].
@@ -66,6 +67,9 @@ def validate_transmission(
             condition=101,
             source=SOURCE,
         )
+    if msg_code in STRUCTURES:
+        check_structure(report, message, msg_code)
+        check_fields(report, message, mapped, msg_code)
     if sub is None:
         return report
 
