@@ -12,8 +12,6 @@ The legal MSSanté flag combinations (§7.3 matrix) are deliberately *not* here:
 
 from __future__ import annotations
 
-from stdnum.fr import nir
-
 from gateway.formats.hl7v2.er7 import Message
 from gateway.formats.hl7v2.transmission import (
     MDM_EVENTS,
@@ -23,16 +21,25 @@ from gateway.formats.hl7v2.transmission import (
     SOURCE,
     TransmissionMessage,
 )
-from gateway.model import INS_OIDS, DocumentAction, MetaFlags, Severity, ValidationReport
+from gateway.model import DocumentAction, MetaFlags, ValidationReport
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_header import validate_cda_header
+from gateway.validation.ins import check_ins
+from gateway.validation.submission import Where, check_destinations
 from gateway.validation.transmission_fields import STRUCTURES, check_fields, check_structure
 
 EXPECTED_VERSION = {"ORU": "2.5", "MDM": "2.6"}
 #: NIR-based INS OIDs whose key can be checked (production, test, démo); NIA keys are not verified [§9].
-NIR_OIDS = {"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
-#: INS test and démo OIDs: real documents never carry them; a production gateway refuses them.
-TEST_INS_OIDS = {"1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
+#: Where the facts checked by check_destinations sit in an HL7v2 message of the volet.
+WHERE = Where(
+    sender="PRT",
+    patient="PID-3",
+    recipients="PRT",
+    patient_address="PRT-15",
+    sender_hint="the sender PRT (PRT-4 = SB)",
+    recipient_hint="a PRT RCT with an MSSanté address (PRT-15.3 = X.400, PRT-15.4)",
+    status_hint="PID-3 INS and PID-32 QUAL or VALI",
+)
 
 
 def validate_transmission(
@@ -93,7 +100,6 @@ def validate_transmission(
     _check_action(report, msg_code, mapped)
     _check_flags(report, sub.flags)
 
-    flags = sub.flags
     patient = sub.patient
     terminology = terminology or default_terminology()
     code = sub.type_code
@@ -106,33 +112,7 @@ def validate_transmission(
             condition=103,
             source=SOURCE,
         )
-    if patient.ins and patient.ins_oid not in INS_OIDS:
-        report.add(
-            "INS-OID",
-            "PID-3",
-            "the INS assigning authority must be 1.2.250.1.213.1.4.8 (NIR), .9 (NIA), "
-            ".10 (NIR test) or .11 (NIR demo)",
-            condition=103,
-            source="CI-SIS INS",
-        )
-    if ins_production and patient.ins_oid in TEST_INS_OIDS:
-        report.add(
-            "INS-TEST-IN-PRODUCTION",
-            "PID-3",
-            "a test or demo INS (OID .4.10 / .4.11) is refused in production (CISIS_INS_PRODUCTION=true)",
-            condition=207,
-            application_code="906",
-            source="CI-SIS INS",
-        )
-    if patient.ins and patient.ins_oid in NIR_OIDS and not nir.is_valid(patient.ins):
-        report.add(
-            "INS-NIR-KEY",
-            "PID-3",
-            "the INS matricule (NIR) has an invalid length or control key",
-            condition=102,
-            application_code="905",
-            source="CI-SIS INS",
-        )
+    check_ins(report, patient, where="PID-3", ins_production=ins_production)
     for header, where in zip(mapped.cda_headers, mapped.cda_locations, strict=True):
         if header.tree is not None:
             # Structuration minimale (CDA header) on the embedded document: its XPath locations are prefixed
@@ -158,56 +138,7 @@ def validate_transmission(
                 source=SOURCE,
             )
 
-    if flags.destdmp:
-        if sub.sender is None:
-            report.add(
-                "TRANS-DMP-SENDER",
-                "PRT",
-                "DESTDMP=Y requires the sender PRT (PRT-4 = SB)",
-                condition=101,
-                source=SOURCE,
-            )
-        if not patient.ins_qualified:
-            report.add(
-                "TRANS-DMP-INS",
-                "PID-3",
-                "DESTDMP=Y requires an INS with a qualified identity (PID-3 INS and PID-32 QUAL or VALI)",
-                condition=207,
-                application_code="903",
-                source=SOURCE,
-            )
-    if flags.destmssanteps and not any(r.address and not r.is_patient for r in sub.recipients):
-        report.add(
-            "TRANS-MSS-RECIPIENTS",
-            "PRT",
-            "DESTMSSANTEPS=Y requires at least one PRT RCT with an MSSanté "
-            "address (PRT-15.3 = X.400, PRT-15.4)",
-            condition=101,
-            source=SOURCE,
-        )
-    if flags.destmssantepat:
-        if not patient.ins_present:
-            report.add(
-                "TRANS-MSS-PATIENT-INS",
-                "PID-3",
-                "DESTMSSANTEPAT=Y requires the patient's INS (the "
-                "patient mailbox is <INS>@patient.mssante.fr)",
-                condition=101,
-                source=SOURCE,
-            )
-        else:
-            expected_box = f"{patient.ins}@patient.mssante.fr"
-            for r in sub.recipients:
-                if r.is_patient and r.address and r.address.lower() != expected_box:
-                    report.add(
-                        "TRANS-MSS-PATIENT-ADDRESS",
-                        "PRT-15",
-                        "a patient recipient address differs from "
-                        "<INS>@patient.mssante.fr; the gateway mails the INS-derived address",
-                        severity=Severity.WARNING,
-                        condition=207,
-                        source=SOURCE,
-                    )
+    check_destinations(report, sub, WHERE, source=SOURCE)
     if sub.action is DocumentAction.REPLACEMENT and not sub.replaced_document_id:
         where = "TXA-13" if msg_code == "MDM" else "OBX-5"
         report.add(
