@@ -16,7 +16,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from gateway.runtime.journal import Journal, MessageEntry
-from gateway.runtime.pipeline import Envelope, Outcome, Pipeline
+from gateway.runtime.pipeline import Envelope, Outcome, Pipeline, json_reply
 from gateway.runtime.publisher import Publisher
 
 log = logging.getLogger("cisis.inbound")
@@ -42,6 +42,7 @@ class InboundHandler:
             content_type=message.content_type,
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,
+            headers=dict(message.headers or {}),
         )
         try:
             await self.handle(env)
@@ -133,7 +134,7 @@ class InboundHandler:
         body = outcome.reply
         content_type = outcome.reply_content_type
         if body is None:  # not HL7: answer with the report as JSON
-            body = outcome.report.model_dump_json().encode("utf-8")
+            body = json_reply(outcome)
             content_type = "application/json"
         queue = await self.publisher.publish_reply(
             body,

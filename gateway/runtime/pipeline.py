@@ -8,11 +8,13 @@ Keeping it free of the broker, the journal and the network makes it unit-testabl
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.delivery.jobs import DeliveryJob, JobError, build_jobs
+from gateway.formats.cda.standalone import is_cda, map_cda
 from gateway.formats.hl7v2.ack import build_ack
 from gateway.formats.hl7v2.er7 import ER7Error, Message, parse_message
 from gateway.formats.hl7v2.transmission import map_transmission, provenance_from_msh
@@ -22,6 +24,7 @@ from gateway.routing.matcher import RoutingDecision, decide
 from gateway.routing.schema import RouteTable
 from gateway.routing.transformers import Transformer
 from gateway.terminology import Terminology, default_terminology
+from gateway.validation.cda_document import validate_cda_message
 from gateway.validation.transmission import validate_transmission
 
 ER7_CONTENT_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/hl7v2"}
@@ -39,6 +42,7 @@ class Envelope:
     reply_to: str | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source: str = "amqp"
+    headers: dict = field(default_factory=dict)
 
     def gateway_id(self) -> str:
         """The broker message id when the producer set one, else a hash of the body (stable across redeliveries)."""
@@ -56,6 +60,19 @@ class Outcome:
     reply: bytes | None = None
     reply_content_type: str = "x-application/hl7-v2+er7"
     fields: dict[str, str | None] = field(default_factory=dict)
+
+
+def json_reply(outcome: Outcome) -> bytes:
+    """The answer to a non-HL7 sender: the ACK code's meaning and the findings, as JSON."""
+    report = outcome.report
+    return json.dumps(
+        {
+            "messageId": outcome.message_id,
+            "ack": report.ack_code(),
+            "accepted": outcome.accepted,
+            "findings": report.model_dump(mode="json")["findings"],
+        }
+    ).encode("utf-8")
 
 
 def sniff_er7(body: bytes, content_type: str | None) -> bool:
@@ -86,6 +103,8 @@ class Pipeline:
         message_id = env.gateway_id()
         report = ValidationReport()
         outcome = Outcome(message_id=message_id, accepted=False, report=report)
+        if not sniff_er7(env.body, env.content_type) and is_cda(env.body, env.content_type):
+            return self._process_cda(env, outcome)
         if not sniff_er7(env.body, env.content_type):
             report.add(
                 "INGEST-CONTENT-TYPE",
@@ -147,7 +166,15 @@ class Pipeline:
                 action=sub.action.value,
                 patient_hash=patient_hash(self.hash_key, sub.patient.patient_key()),
             )
-        if report.valid and sub is not None:
+        if sub is not None:
+            self._route(outcome, sub)
+        outcome.reply = build_ack(message, report).encode("utf-8")
+        return outcome
+
+    def _route(self, outcome: Outcome, sub: DocumentSubmission) -> None:
+        """Routing, transformers and jobs for a valid submission; sets ``outcome.accepted``."""
+        report = outcome.report
+        if report.valid:
             decision = decide(self.routes, sub)
             outcome.decision = decision
             if decision.rejection is not None:
@@ -170,7 +197,28 @@ class Pipeline:
                     except JobError as exc:
                         report.add(exc.rule, "routes.yaml", str(exc), condition=207, source="gateway")
         outcome.accepted = report.valid and bool(outcome.jobs)
-        outcome.reply = build_ack(message, report).encode("utf-8")
+
+    def _process_cda(self, env: Envelope, outcome: Outcome) -> Outcome:
+        """A CDA sent alone: routing hints from AMQP headers; the reply is the JSON report (no HL7 ACK)."""
+        report = outcome.report
+        provenance = Provenance(
+            message_id=outcome.message_id,
+            received_at=env.received_at,
+            source=env.source,
+            content_type=env.content_type,
+            correlation_id=env.correlation_id,
+            reply_to=env.reply_to,
+            message_type="CDA",
+        )
+        mapped = map_cda(env.body, env.headers, provenance)
+        report.extend(mapped.report)
+        report.extend(
+            validate_cda_message(mapped, terminology=self.terminology, ins_production=self.ins_production)
+        )
+        outcome.fields["message_type"] = "CDA"
+        if mapped.submission is not None:
+            outcome.submission = mapped.submission
+            self._route(outcome, mapped.submission)
         return outcome
 
     def _check_dmp_type_code(
