@@ -69,10 +69,8 @@ def test_samples_decisions():
     assert len({j.idempotency_key for j in jobs}) == 3
 
 
-def test_non_hl7_content_is_refused_with_a_json_reply():
-    outcome = PIPELINE.process(
-        Envelope(body=b'{"resourceType": "Bundle"}', content_type="application/fhir+json")
-    )
+def test_unsupported_content_is_refused_with_a_json_reply():
+    outcome = PIPELINE.process(Envelope(body=b"%PDF-1.7 ...", content_type="application/pdf"))
     assert not outcome.accepted and outcome.reply is None
     assert outcome.report.rule_codes() == ["INGEST-CONTENT-TYPE"]
 

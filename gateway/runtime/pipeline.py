@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from gateway.delivery.jobs import DeliveryJob, JobError, build_jobs
 from gateway.formats.cda.standalone import is_cda, map_cda
+from gateway.formats.fhir import operation_outcome, read_pdsm
 from gateway.formats.hl7v2.ack import build_ack
 from gateway.formats.hl7v2.er7 import ER7Error, Message, parse_message
 from gateway.formats.hl7v2.transmission import map_transmission, provenance_from_msh
@@ -25,6 +26,7 @@ from gateway.routing.schema import RouteTable
 from gateway.routing.transformers import Transformer
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_document import validate_cda_message
+from gateway.validation.fhir_document import normalise_fhir, validate_fhir_submission
 from gateway.validation.transmission import validate_transmission
 
 ER7_CONTENT_TYPES = {"x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/hl7v2"}
@@ -75,6 +77,13 @@ def json_reply(outcome: Outcome) -> bytes:
     ).encode("utf-8")
 
 
+def is_fhir(body: bytes, content_type: str | None) -> bool:
+    if content_type and "fhir" in content_type.lower():
+        return True
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"{") or (head.startswith(b"<") and b"http://hl7.org/fhir" in body[:2048])
+
+
 def sniff_er7(body: bytes, content_type: str | None) -> bool:
     if content_type and content_type.split(";")[0].strip().lower() in ER7_CONTENT_TYPES:
         return True
@@ -103,8 +112,11 @@ class Pipeline:
         message_id = env.gateway_id()
         report = ValidationReport()
         outcome = Outcome(message_id=message_id, accepted=False, report=report)
-        if not sniff_er7(env.body, env.content_type) and is_cda(env.body, env.content_type):
-            return self._process_cda(env, outcome)
+        if not sniff_er7(env.body, env.content_type):
+            if is_fhir(env.body, env.content_type):
+                return self._process_fhir(env, outcome)
+            if is_cda(env.body, env.content_type):
+                return self._process_cda(env, outcome)
         if not sniff_er7(env.body, env.content_type):
             report.add(
                 "INGEST-CONTENT-TYPE",
@@ -171,6 +183,16 @@ class Pipeline:
         outcome.reply = build_ack(message, report).encode("utf-8")
         return outcome
 
+    def _accept_submission(self, outcome: Outcome, sub: DocumentSubmission) -> None:
+        """Journal fields of a submission, then routing (CDA and FHIR paths)."""
+        outcome.submission = sub
+        outcome.fields.update(
+            document_id=sub.document_unique_id,
+            action=sub.action.value,
+            patient_hash=patient_hash(self.hash_key, sub.patient.patient_key()),
+        )
+        self._route(outcome, sub)
+
     def _route(self, outcome: Outcome, sub: DocumentSubmission) -> None:
         """Routing, transformers and jobs for a valid submission; sets ``outcome.accepted``."""
         report = outcome.report
@@ -217,8 +239,33 @@ class Pipeline:
         )
         outcome.fields["message_type"] = "CDA"
         if mapped.submission is not None:
-            outcome.submission = mapped.submission
-            self._route(outcome, mapped.submission)
+            self._accept_submission(outcome, mapped.submission)
+        return outcome
+
+    def _process_fhir(self, env: Envelope, outcome: Outcome) -> Outcome:
+        """PDSm (ITI-65 Bundle or ITI-105 DocumentReference): the reply is an OperationOutcome."""
+        report = outcome.report
+        provenance = Provenance(
+            message_id=outcome.message_id,
+            received_at=env.received_at,
+            source=env.source,
+            content_type=env.content_type,
+            correlation_id=env.correlation_id,
+            reply_to=env.reply_to,
+            message_type="FHIR",
+        )
+        mapped = read_pdsm(env.body, env.content_type, provenance)
+        report.extend(mapped.report)
+        report.unreadable = report.unreadable or mapped.report.unreadable
+        normalise_fhir(mapped)
+        report.extend(
+            validate_fhir_submission(mapped, terminology=self.terminology, ins_production=self.ins_production)
+        )
+        outcome.fields["message_type"] = "FHIR"
+        if mapped.submission is not None:
+            self._accept_submission(outcome, mapped.submission)
+        outcome.reply = json.dumps(operation_outcome(report)).encode("utf-8")
+        outcome.reply_content_type = "application/fhir+json"
         return outcome
 
     def _check_dmp_type_code(
