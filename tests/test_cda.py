@@ -75,3 +75,11 @@ def test_not_a_clinical_document():
     with pytest.raises(CdaReadError) as exc:
         read_cda(b'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>x</title></ClinicalDocument>')
     assert exc.value.rule == "CDA-ID" and exc.value.location == "/ClinicalDocument/id"
+
+
+def test_n1_format_code_comes_from_ass_a12():
+    require_shared()
+    h = read_cda((ANS_CDA / "IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml").read_bytes())
+    assert h.metadata.format_code.code == "urn:ihe:iti:xds-sd:pdf:2008"
+    n3 = read_cda((ANS_CDA / "BIO-CR-BIO_2021.01_Microbiologie_V2.xml").read_bytes())
+    assert n3.metadata.format_code is None  # ASS_A11 (N3) is not available yet

@@ -23,6 +23,7 @@ from gateway.model import (
     PatientIdentity,
     Person,
 )
+from gateway.terminology import default_terminology
 
 NS = {"hl7": "urn:hl7-org:v3"}
 CDA_ROOT = "{urn:hl7-org:v3}ClinicalDocument"
@@ -180,6 +181,13 @@ def _patient(root: etree._Element) -> PatientIdentity:
     )
 
 
+def _n1_format_code(media_type: str | None) -> Code | None:
+    """XDS formatCode of a non-structured (N1) document, from its mediaType by ASS_A12 [§2.4]. N3 documents
+    need ASS_A11 (templateId -> formatCode), which is not published in a machine-readable form here."""
+    found = default_terminology().format_code_for_media_type(media_type) if media_type else None
+    return Code(code=found[0], code_system=found[1], display=found[2]) if found else None
+
+
 def read_header(tree: etree._ElementTree) -> CdaHeader:
     """Read the header of an already parsed CDA."""
     root = tree.getroot()
@@ -229,6 +237,7 @@ def read_header(tree: etree._ElementTree) -> CdaHeader:
         replaced_document_id=_ii(_first(_RPLC(root))),
         level=level,
         body_media_type=nonxml.get("mediaType") if nonxml is not None else None,
+        format_code=_n1_format_code(nonxml.get("mediaType")) if nonxml is not None else None,
     )
     warnings: list[tuple[str, str, str]] = []
     if nonxml is None and not _STRUCTURED(root):
