@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     routes_path: Path = Field(Path("routes.yaml"), description="The routing rules file.")
     ins_production: bool = Field(False, description="Refuse test and demo INS (OIDs .4.10 / .4.11).")
     terminology_path: Path | None = Field(None, description="A rebuilt JDV file (default: the shipped one).")
+    official_kit_dir: Path | None = Field(
+        None,
+        description="The ANS TestContenuCDA kit (schematrons/, jeuxDeValeurs/) for native+official routes.",
+    )
+    official_cache_dir: Path = Field(Path("var/schematron-cache"), description="Compiled schematrons.")
+    official_workers: int = Field(1, ge=1, description="Processes running the official schematrons.")
     transformers_dir: Path | None = Field(Path("transformers"), description="Folder of transformer plugins.")
 
     # Journal

@@ -30,6 +30,7 @@ class RoutingDecision:
     transforms: list[str] = field(default_factory=list)
     rejection: Reject | None = None
     rejected_by: str | None = None
+    official: bool = False  # a matching route asks for the official schematrons too
 
     @property
     def rejected(self) -> bool:
@@ -126,6 +127,7 @@ def decide(table: RouteTable, sub: DocumentSubmission) -> RoutingDecision:
             if decision.rejection is None:
                 decision.rejection, decision.rejected_by = route.reject, route.name
             continue
+        decision.official = decision.official or route.validation == "native+official"
         for name in route.transform:
             if name not in decision.transforms:
                 decision.transforms.append(name)

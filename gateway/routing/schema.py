@@ -112,6 +112,9 @@ class Route(_Strict):
     transform: list[str] = Field(default_factory=list, description="Transformer plugins applied, in order.")
     send: list[Send] = Field(default_factory=list)
     reject: Reject | None = None
+    validation: Literal["native", "native+official"] = Field(
+        "native", description="native+official also runs the official ANS schematrons (Saxon) on the CDA."
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_action(self) -> Route:
@@ -138,6 +141,9 @@ class RouteTable(_Strict):
                 raise ValueError(f"route name {route.name!r} is used twice")
             seen.add(route.name)
         return self
+
+    def wants_official(self) -> bool:
+        return any(r.validation == "native+official" for r in self.routes if r.enabled)
 
     def transformer_names(self) -> set[str]:
         return {name for route in self.routes for name in route.transform}

@@ -16,6 +16,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from gateway.runtime.journal import Journal, MessageEntry
+from gateway.runtime.official import OfficialStep
 from gateway.runtime.pipeline import Envelope, Outcome, Pipeline, json_reply
 from gateway.runtime.publisher import Publisher
 
@@ -28,12 +29,19 @@ DONE = {"delivered", "partially_delivered", "dead_lettered"}
 
 class InboundHandler:
     def __init__(
-        self, pipeline: Pipeline, journal: Journal, publisher: Publisher, *, retry_delay_s: float
+        self,
+        pipeline: Pipeline,
+        journal: Journal,
+        publisher: Publisher,
+        *,
+        retry_delay_s: float,
+        official: OfficialStep | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.journal = journal
         self.publisher = publisher
         self.retry_delay_s = retry_delay_s
+        self.official = official
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         env = Envelope(
@@ -76,6 +84,8 @@ class InboundHandler:
             )
         )
         outcome = await self.process(env)
+        if self.official is not None:
+            await self.official.apply(outcome)
         ack_already_sent = False
         if existing is not None:
             ack_already_sent = any(e.step == "ack_sent" for e in await self.journal.events(mid))

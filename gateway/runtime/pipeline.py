@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -60,6 +61,8 @@ class Outcome:
     decision: RoutingDecision | None = None
     jobs: list[DeliveryJob] = field(default_factory=list)
     reply: bytes | None = None
+    #: rebuilds ``reply`` from the report, for findings added after the pipeline (official schematrons)
+    rebuild_reply: Callable[[], bytes | None] | None = None
     reply_content_type: str = "x-application/hl7-v2+er7"
     fields: dict[str, str | None] = field(default_factory=dict)
 
@@ -180,7 +183,8 @@ class Pipeline:
             )
         if sub is not None:
             self._route(outcome, sub)
-        outcome.reply = build_ack(message, report).encode("utf-8")
+        outcome.rebuild_reply = lambda: build_ack(message, report).encode("utf-8")
+        outcome.reply = outcome.rebuild_reply()
         return outcome
 
     def _accept_submission(self, outcome: Outcome, sub: DocumentSubmission) -> None:
@@ -264,7 +268,8 @@ class Pipeline:
         outcome.fields["message_type"] = "FHIR"
         if mapped.submission is not None:
             self._accept_submission(outcome, mapped.submission)
-        outcome.reply = json.dumps(operation_outcome(report)).encode("utf-8")
+        outcome.rebuild_reply = lambda: json.dumps(operation_outcome(report)).encode("utf-8")
+        outcome.reply = outcome.rebuild_reply()
         outcome.reply_content_type = "application/fhir+json"
         return outcome
 

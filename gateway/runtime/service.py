@@ -22,6 +22,7 @@ from gateway.routing import RouteTable, load_routes
 from gateway.routing.transformers import check_names, load_transformers
 from gateway.runtime.inbound import InboundHandler
 from gateway.runtime.journal import Journal, open_journal
+from gateway.runtime.official import OfficialStep
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.topology import Topology, declare
@@ -52,6 +53,7 @@ class GatewayService:
     _inflight: set[asyncio.Task] = field(default_factory=set)
     _owns_journal: bool = False
     _owns_destinations: bool = False
+    _official: OfficialStep | None = None
 
     def build_pipeline(self) -> Pipeline:
         s = self.settings
@@ -114,7 +116,15 @@ class GatewayService:
         inbox_channel = await self.connection.channel()
         await inbox_channel.set_qos(prefetch_count=s.prefetch)
         inbox = await inbox_channel.get_queue(s.names.inbox, ensure=False)
-        handler = InboundHandler(pipeline, self.journal, publisher, retry_delay_s=s.retry_delay_s)
+        if self.routes is not None and self.routes.wants_official():
+            if s.official_kit_dir is None:
+                raise ConfigurationError(
+                    "a route asks for native+official validation: set CISIS_OFFICIAL_KIT_DIR"
+                )
+            self._official = OfficialStep(s.official_kit_dir, s.official_cache_dir, s.official_workers)
+        handler = InboundHandler(
+            pipeline, self.journal, publisher, retry_delay_s=s.retry_delay_s, official=self._official
+        )
         self._consumers.append(_Consumer(inbox, await inbox.consume(self._tracked(handler))))
 
         for name, destination in self.destinations.items():
@@ -146,6 +156,9 @@ class GatewayService:
                 with contextlib.suppress(Exception):
                     await destination.aclose()
             self.destinations = None
+        if self._official is not None:
+            self._official.close()
+            self._official = None
         if self._owns_journal and self.journal is not None:
             await self.journal.close()
             self.journal = None
