@@ -37,7 +37,7 @@ SVRL_NS = "http://purl.oclc.org/dsdl/svrl"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 #: Bump when the generated XSLT changes: it is part of the cache key.
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 
 _SCH = f"{{{SCH_NS}}}"
 _XSL = f"{{{XSL_NS}}}"
@@ -218,7 +218,11 @@ class _Generator:
                 self._let(xsl, let, "variable")
         self._path_templates(xsl)
         _sub(xsl, "template", match="text()", priority="-1")
-        patterns = [p for p in self.active_patterns() if p.find(f"{_SCH}rule") is not None]
+        active = self.active_patterns()
+        for pattern in active:  # pattern lets are global, even in a pattern without rules ("variables")
+            for let in pattern.findall(f"{_SCH}let"):
+                self._let(xsl, let, "variable")
+        patterns = [p for p in active if p.find(f"{_SCH}rule") is not None]
         root_tpl = _sub(xsl, "template", match="/")
         out = etree.SubElement(root_tpl, f"{_SVRL}schematron-output")
         for index, pattern in enumerate(patterns):
@@ -242,8 +246,6 @@ class _Generator:
                 el.append(copy.deepcopy(child))
 
     def _pattern(self, xsl: etree._Element, pattern: etree._Element, mode: str) -> None:
-        for let in pattern.findall(f"{_SCH}let"):
-            self._let(xsl, let, "variable")
         rules = [
             r for r in pattern.findall(f"{_SCH}rule") if r.get("abstract") != "true" and r.get("context")
         ]
