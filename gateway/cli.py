@@ -101,9 +101,19 @@ def send(
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="An HL7v2 message file.")],
+    file: Annotated[Path, typer.Argument(help="An HL7v2 message, a CDA or a FHIR PDSm file.")],
     routes: RoutesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    official: Annotated[
+        bool,
+        typer.Option("--official", help="Also run the official ANS schematrons (CISIS_OFFICIAL_KIT_DIR)."),
+    ] = False,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header", help="AMQP header for a CDA sent alone, e.g. 'x-cisis-flags=DESTDMP=Y;...'."
+        ),
+    ] = None,
 ) -> None:
     """Parse, validate and route FILE without a broker. Exit code 0 valid, 1 invalid."""
     from gateway.routing import RoutesFileError, load_routes
@@ -123,7 +133,29 @@ def validate(
         settings.max_message_bytes,
         **settings.pipeline_options(),
     )
-    outcome = pipeline.process(Envelope(body=file.read_bytes(), message_id=f"file:{file.name}", source="cli"))
+    headers = dict(h.split("=", 1) for h in header or [] if "=" in h)
+    body = file.read_bytes()
+    outcome = pipeline.process(
+        Envelope(body=body, message_id=f"file:{file.name}", source="cli", headers=headers)
+    )
+    if official:
+        if settings.official_kit_dir is None:
+            err.print("--official needs CISIS_OFFICIAL_KIT_DIR (the ANS TestContenuCDA kit folder)")
+            raise typer.Exit(2)
+        from gateway.validation.official import OfficialValidator
+
+        validator = OfficialValidator(settings.official_kit_dir, settings.official_cache_dir)
+        documents = outcome.submission.documents if outcome.submission else []
+        if not documents and outcome.submission is None and body.lstrip()[:1] == b"<":
+            documents_bytes = [body]
+        else:
+            documents_bytes = [d.content.data for d in documents]
+        for n, data in enumerate(documents_bytes, start=1):
+            for f in validator.validate(data).findings:
+                outcome.report.findings.append(
+                    f.model_copy(update={"location": f"document {n} {f.location}"})
+                )
+        outcome.accepted = outcome.accepted and outcome.report.valid
     if as_json:
         print(
             json.dumps(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -213,3 +214,31 @@ async def test_a_native_plus_official_route_rejects_what_the_official_kit_reject
         assert ack.segment("MSA").get(1) == "AE"
     finally:
         step.close()
+
+
+def test_validate_cli_with_official_reports_native_and_official_findings(cache_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    env = {"CISIS_OFFICIAL_KIT_DIR": str(KIT), "CISIS_OFFICIAL_CACHE_DIR": str(cache_dir)}
+    cda = SHARED / "corpus/cda/ansforge_hl7v2ex__CR_Radio_CDAN1_v1.XML"  # a 2021-era CDA: no setId
+    result = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(cda),
+            "--official",
+            "--json",
+            "--header",
+            "x-cisis-flags=DESTDMP=N;DESTMSSANTEPS=N;DESTMSSANTEPAT=N",
+        ],
+        env=env,
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    rules = {f["rule"] for f in report["findings"]}
+    assert "STRUCMIN-SETID" in rules  # native
+    assert any(
+        r.startswith("OFFICIAL-") and "setId" in f["message"] for f in report["findings"] for r in [f["rule"]]
+    )  # official, same reason

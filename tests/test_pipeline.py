@@ -140,3 +140,14 @@ def test_structuration_minimale_errors_reach_the_ack_with_segment_and_xpath():
     ack = parse_message(out.reply)
     err = next(e for e in ack.all("ERR") if e.get(7) == "STRUCMIN-SETID")
     assert err.field(2) == "OBX^1^5" and "(at /ClinicalDocument/setId)" in err.get(8)
+
+
+def test_n1_document_with_a_media_type_outside_ass_a12_is_refused():
+    body = (SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()
+    text = body.decode("utf-8")
+    import base64
+
+    old = text.split("^Base64^", 1)[1].split("|", 1)[0]
+    cda = base64.b64decode(old).replace(b'mediaType="application/pdf"', b'mediaType="application/zip"', 1)
+    out = PIPELINE.process(Envelope(body=text.replace(old, base64.b64encode(cda).decode(), 1).encode()))
+    assert "CDA-N1-MEDIATYPE" in out.report.rule_codes()

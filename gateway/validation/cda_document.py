@@ -8,7 +8,7 @@ from gateway.model import ValidationReport
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_header import validate_cda_header
 from gateway.validation.ins import check_ins
-from gateway.validation.submission import Where, check_destinations
+from gateway.validation.submission import Where, check_destinations, check_documents
 
 WHERE = Where(
     sender="x-cisis-sender-ps",
@@ -42,4 +42,5 @@ def validate_cda_message(
     sub = mapped.submission
     check_ins(report, sub.patient, where=WHERE.patient, ins_production=ins_production)
     check_destinations(report, sub, WHERE, source=SOURCE)
+    check_documents(report, sub, terminology)
     return report

@@ -9,7 +9,7 @@ from gateway.model import Participant, ParticipantRole, ValidationReport
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_header import validate_cda_header
 from gateway.validation.ins import check_ins
-from gateway.validation.submission import Where, check_destinations
+from gateway.validation.submission import Where, check_destinations, check_documents
 
 SOURCE = "PDSm 3.1.1"
 WHERE = Where(
@@ -70,4 +70,5 @@ def validate_fhir_submission(
             report.findings.append(f.model_copy(update={"location": f"document[{n}] {f.location}"}))
     check_ins(report, sub.patient, where=WHERE.patient, ins_production=ins_production)
     check_destinations(report, sub, WHERE, source=SOURCE)
+    check_documents(report, sub, terminology)
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.model import DocumentSubmission, Severity, ValidationReport
+from gateway.terminology import Terminology
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,26 @@ class Where:
     sender_hint: str
     recipient_hint: str
     status_hint: str
+
+
+def check_documents(report: ValidationReport, sub: DocumentSubmission, terminology: Terminology) -> None:
+    """A non-structured (N1) document's mediaType must have an XDS formatCode (ASS_A12 / TRE_R222): the DMP and
+    the XDM metadata need one."""
+    for n, doc in enumerate(sub.documents, start=1):
+        meta = doc.metadata
+        if (
+            meta.level == "N1"
+            and meta.body_media_type
+            and terminology.format_code_for_media_type(meta.body_media_type) is None
+        ):
+            report.add(
+                "CDA-N1-MEDIATYPE",
+                f"document {n} /ClinicalDocument/component/nonXMLBody/text/@mediaType",
+                f"mediaType {meta.body_media_type[:40]} has no XDS formatCode (ASS_A12: application/pdf, "
+                "text/plain, text/rtf, image/jpeg, image/tiff)",
+                condition=103,
+                source="CI-SIS ASS_A12",
+            )
 
 
 def check_destinations(

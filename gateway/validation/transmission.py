@@ -25,7 +25,7 @@ from gateway.model import DocumentAction, MetaFlags, ValidationReport
 from gateway.terminology import Terminology, default_terminology
 from gateway.validation.cda_header import validate_cda_header
 from gateway.validation.ins import check_ins
-from gateway.validation.submission import Where, check_destinations
+from gateway.validation.submission import Where, check_destinations, check_documents
 from gateway.validation.transmission_fields import STRUCTURES, check_fields, check_structure
 
 EXPECTED_VERSION = {"ORU": "2.5", "MDM": "2.6"}
@@ -139,6 +139,7 @@ def validate_transmission(
             )
 
     check_destinations(report, sub, WHERE, source=SOURCE)
+    check_documents(report, sub, terminology)
     if sub.action is DocumentAction.REPLACEMENT and not sub.replaced_document_id:
         where = "TXA-13" if msg_code == "MDM" else "OBX-5"
         report.add(
