@@ -28,6 +28,7 @@ from gateway.validation.cda_header_common import (
     Ctx,
     H,
     Terminology,
+    children_index,
     is_uid,
     kid,
     kids,
@@ -109,11 +110,12 @@ def validate_cda_header(
             SRC_DOC,
         )
         return report
-    _document(ctx, root)
-    _record_target(ctx, root)
-    parties.check_all(ctx, root)
-    acts.check_acts(ctx, root)
-    _component(ctx, root)
+    with children_index():
+        _document(ctx, root)
+        _record_target(ctx, root)
+        parties.check_all(ctx, root)
+        acts.check_acts(ctx, root)
+        _component(ctx, root)
     return report
 
 
