@@ -57,54 +57,75 @@ def is_uid(value: str) -> bool:
     return bool(_UID.match(value))
 
 
-_run = threading.local()
+#: The children index of the validation run in progress (see children_index). A module global rather than a
+#: thread-local because ``kids`` is called ~200 times per header and a global load is the cheapest lookup;
+#: runs in several threads take turns on ``_RUN_LOCK`` (they would take turns on the GIL anyway).
+_INDEX: dict | None = None
+_RUN_LOCK = threading.RLock()
 
 
 @contextmanager
 def children_index() -> Iterator[None]:
     """For one validation run, index each element's children by tag the first time the element is asked about:
     the rules ask the same elements for different children about 200 times per header, and walking the
-    children once per element instead of once per question is what brings the run well under a millisecond.
-    Thread-local: validations may run in worker threads."""
-    _run.index = {}
-    try:
-        yield
-    finally:
-        _run.index = None
+    children once per element instead of once per question is what brings the run well under a millisecond."""
+    global _INDEX
+    with _RUN_LOCK:
+        _INDEX = {}
+        try:
+            yield
+        finally:
+            _INDEX = None
 
 
-def _by_tag(el: etree._Element) -> dict[str, list[etree._Element]] | None:
-    index = getattr(_run, "index", None)
-    if index is None:
-        return None
-    found = index.get(el)
-    if found is None:
-        found = {}
-        for child in el.iterchildren():
-            tag = child.tag
-            if isinstance(tag, str):  # comments and processing instructions have no string tag
-                found.setdefault(tag, []).append(child)
-        index[el] = found  # the key keeps the element proxy alive, so identity stays stable during the run
+def _index_children(index: dict, el: etree._Element) -> dict[str, list[etree._Element]]:
+    found: dict[str, list[etree._Element]] = {}
+    for child in el.iterchildren():
+        tag = child.tag
+        if isinstance(tag, str):  # comments and processing instructions have no string tag
+            found.setdefault(tag, []).append(child)
+    index[el] = found  # the key keeps the element proxy alive, so identity stays stable during the run
     return found
 
 
+_QNAMES: dict[str, str] = {}
+
+
+def _qname(name: str) -> str:
+    q = _QNAMES.get(name)
+    if q is None:
+        q = _QNAMES[name] = H + name
+    return q
+
+
+_NONE: list[etree._Element] = []
+
+
 def kids(el: etree._Element | None, name: str) -> list[etree._Element]:
-    """Children in the HL7 namespace called ``name``."""
+    """Children in the HL7 namespace called ``name``. The list is the run's index itself: read it, never
+    mutate it (no rule does; concatenation with ``+`` makes a new list). Hot: ~200 calls per header, hence
+    the inlined lookups."""
     if el is None:
-        return []
-    found = _by_tag(el)
-    if found is None:
+        return _NONE
+    index = _INDEX
+    if index is None:
         return list(el.iterchildren(H + name))
-    return list(found.get(H + name, ()))
+    found = index.get(el)
+    if found is None:
+        found = _index_children(index, el)
+    return found.get(_QNAMES.get(name) or _qname(name), _NONE)
 
 
 def kid(el: etree._Element | None, name: str) -> etree._Element | None:
     if el is None:
         return None
-    found = _by_tag(el)
-    if found is None:
+    index = _INDEX
+    if index is None:
         return next(el.iterchildren(H + name), None)
-    children = found.get(H + name)
+    found = index.get(el)
+    if found is None:
+        found = _index_children(index, el)
+    children = found.get(_QNAMES.get(name) or _qname(name))
     return children[0] if children else None
 
 

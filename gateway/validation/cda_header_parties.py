@@ -383,9 +383,11 @@ def _telecoms_addrs(ctx: Ctx, doc: etree._Element) -> None:
     for child in doc.iterchildren():
         if child.tag == H + "component" or not isinstance(child.tag, str):
             continue
-        for tel in child.iter(H + "telecom"):
-            _telecom(ctx, tel)
-        for addr in child.iter(H + "addr"):
+        for el in child.iter(H + "telecom", H + "addr"):  # one walk of the subtree for both
+            if el.tag == H + "telecom":
+                _telecom(ctx, el)
+                continue
+            addr = el
             use = addr.get("use")
             if use is not None and use not in ADDR_USES:
                 ctx.error(
