@@ -47,6 +47,18 @@ class Envelope:
     source: str = "amqp"
     headers: dict = field(default_factory=dict)
 
+    def provenance(self, message_id: str, message_type: str | None = None) -> Provenance:
+        """What the transport tells about the message; the format adds the rest (MSH for HL7v2)."""
+        return Provenance(
+            message_id=message_id,
+            received_at=self.received_at,
+            source=self.source,
+            content_type=self.content_type,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            message_type=message_type,
+        )
+
     def gateway_id(self) -> str:
         """The broker message id when the producer set one, else a hash of the body (stable across redeliveries)."""
         return self.message_id or "sha256:" + hashlib.sha256(self.body).hexdigest()
@@ -147,17 +159,7 @@ class Pipeline:
 
     def _process_er7(self, env: Envelope, message: Message, outcome: Outcome) -> Outcome:
         report = outcome.report
-        provenance = provenance_from_msh(
-            message,
-            Provenance(
-                message_id=outcome.message_id,
-                received_at=env.received_at,
-                source=env.source,
-                content_type=env.content_type,
-                correlation_id=env.correlation_id,
-                reply_to=env.reply_to,
-            ),
-        )
+        provenance = provenance_from_msh(message, env.provenance(outcome.message_id))
         outcome.fields.update(
             control_id=provenance.control_id,
             message_type=provenance.message_type,
@@ -227,15 +229,7 @@ class Pipeline:
     def _process_cda(self, env: Envelope, outcome: Outcome) -> Outcome:
         """A CDA sent alone: routing hints from AMQP headers; the reply is the JSON report (no HL7 ACK)."""
         report = outcome.report
-        provenance = Provenance(
-            message_id=outcome.message_id,
-            received_at=env.received_at,
-            source=env.source,
-            content_type=env.content_type,
-            correlation_id=env.correlation_id,
-            reply_to=env.reply_to,
-            message_type="CDA",
-        )
+        provenance = env.provenance(outcome.message_id, message_type="CDA")
         mapped = map_cda(env.body, env.headers, provenance)
         report.extend(mapped.report)
         report.extend(
@@ -249,15 +243,7 @@ class Pipeline:
     def _process_fhir(self, env: Envelope, outcome: Outcome) -> Outcome:
         """PDSm (ITI-65 Bundle or ITI-105 DocumentReference): the reply is an OperationOutcome."""
         report = outcome.report
-        provenance = Provenance(
-            message_id=outcome.message_id,
-            received_at=env.received_at,
-            source=env.source,
-            content_type=env.content_type,
-            correlation_id=env.correlation_id,
-            reply_to=env.reply_to,
-            message_type="FHIR",
-        )
+        provenance = env.provenance(outcome.message_id, message_type="FHIR")
         mapped = read_pdsm(env.body, env.content_type, provenance)
         report.extend(mapped.report)
         report.unreadable = report.unreadable or mapped.report.unreadable
