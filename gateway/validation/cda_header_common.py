@@ -17,10 +17,22 @@ from lxml import etree
 
 from gateway.model import Severity, ValidationReport
 
+try:  # the shipped terminology class, whose value sets a run can resolve once per key (see Ctx.in_value_set)
+    from gateway.terminology.jdv import Terminology as _JdvTerminology
+except ImportError:  # the terminology package is optional at this layer
+    _JdvTerminology = None
+
 HL7 = "urn:hl7-org:v3"
 NS = {"hl7": HL7}
 H = "{" + HL7 + "}"
 CONDITION = 207  # HL7 0357 "Application internal error": what the ACK builder expects for content rules.
+
+#: Qualified tags for the ``children(el).get(Q_*, NONE)`` lookups of the hot rules.
+Q_ID, Q_CODE, Q_NAME, Q_TIME = H + "id", H + "code", H + "name", H + "time"
+Q_EFFECTIVE_TIME, Q_LOW, Q_HIGH = H + "effectiveTime", H + "low", H + "high"
+Q_ASSIGNED_ENTITY, Q_ASSIGNED_PERSON = H + "assignedEntity", H + "assignedPerson"
+Q_REPRESENTED_ORGANIZATION, Q_SIC = H + "representedOrganization", H + "standardIndustryClassCode"
+Q_PERFORMER, Q_SERVICE_EVENT = H + "performer", H + "serviceEvent"
 
 RPPS_OID = "1.2.250.1.71.4.2.1"
 STRUCT_OID = "1.2.250.1.71.4.2.2"
@@ -78,13 +90,29 @@ def children_index() -> Iterator[None]:
             _INDEX = None
 
 
-def _index_children(index: dict, el: etree._Element) -> dict[str, list[etree._Element]]:
-    found: dict[str, list[etree._Element]] = {}
-    for child in el.iterchildren():
+def _index_children(index: dict, el: etree._Element) -> dict:
+    # Comments and processing instructions are filed under their (non-string) tag and so never match a name.
+    found: dict = {}
+    for child in el:
         tag = child.tag
-        if isinstance(tag, str):  # comments and processing instructions have no string tag
-            found.setdefault(tag, []).append(child)
+        same = found.get(tag)
+        if same is None:
+            found[tag] = [child]
+        else:
+            same.append(child)
     index[el] = found  # the key keeps the element proxy alive, so identity stays stable during the run
+    return found
+
+
+def children(el: etree._Element) -> dict:
+    """The children of ``el`` by qualified tag (``H + name``), for rules that ask one element several questions:
+    one index lookup, then plain ``dict.get(tag, NONE)``. Read it, never mutate it."""
+    index = _INDEX
+    if index is None:
+        return _index_children({}, el)
+    found = index.get(el)
+    if found is None:
+        found = _index_children(index, el)
     return found
 
 
@@ -99,6 +127,7 @@ def _qname(name: str) -> str:
 
 
 _NONE: list[etree._Element] = []
+NONE = _NONE
 
 
 def kids(el: etree._Element | None, name: str) -> list[etree._Element]:
@@ -125,8 +154,8 @@ def kid(el: etree._Element | None, name: str) -> etree._Element | None:
     found = index.get(el)
     if found is None:
         found = _index_children(index, el)
-    children = found.get(_QNAMES.get(name) or _qname(name))
-    return children[0] if children else None
+    same = found.get(_QNAMES.get(name) or _qname(name))
+    return same[0] if same else None
 
 
 def not_null(els: list[etree._Element]) -> list[etree._Element]:
@@ -134,6 +163,9 @@ def not_null(els: list[etree._Element]) -> list[etree._Element]:
 
 
 def text(el: etree._Element) -> str:
+    if not len(el):  # no child node at all (not even a comment): the text is el.text alone
+        t = el.text
+        return t.strip() if t else ""
     return "".join(el.itertext()).strip()
 
 
@@ -161,15 +193,23 @@ def path_of(el: etree._Element) -> str:
     return "/" + "/".join(reversed(parts))
 
 
+_UNRESOLVED = object()
+
+
 class Ctx:
     """One validation run: the report, the terminology, and the set of value sets already found unknown."""
 
-    __slots__ = ("_unknown_vs", "report", "terminology")
+    __slots__ = ("_unknown_vs", "_value_sets", "report", "terminology")
 
     def __init__(self, report: ValidationReport, terminology: Terminology | None) -> None:
         self.report = report
         self.terminology = terminology
         self._unknown_vs: set[str] = set()
+        # key -> resolved ValueSet (or None, unknown) when the terminology is exactly the shipped class, whose
+        # ``contains(key, code, cs)`` is ``value_set(key).contains(code, cs)``: resolved once per run, not per code.
+        self._value_sets: dict[str, object] | None = (
+            {} if _JdvTerminology is not None and type(terminology) is _JdvTerminology else None
+        )
 
     def error(self, rule: str, where: etree._Element | str, message: str, source: str) -> None:
         self.add(rule, where, message, source, Severity.ERROR)
@@ -218,7 +258,18 @@ class Ctx:
     ) -> bool:
         """True/False from the terminology; True (do not fail) when the value set is unknown, with one INFO."""
         result: bool | None = None
-        if self.terminology is not None:
+        value_sets = self._value_sets
+        if value_sets is not None:
+            vs = value_sets.get(key, _UNRESOLVED)
+            if vs is _UNRESOLVED:
+                try:
+                    vs = self.terminology.value_set(key)  # type: ignore[union-attr]
+                except (KeyError, LookupError):
+                    vs = None
+                value_sets[key] = vs
+            if vs is not None:
+                return bool(vs.contains(code, code_system))  # type: ignore[attr-defined]
+        elif self.terminology is not None:
             try:
                 result = self.terminology.contains(key, code, code_system)
             except (KeyError, LookupError):
