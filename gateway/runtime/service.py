@@ -122,6 +122,7 @@ class GatewayService:
                     "a route asks for native+official validation: set CISIS_OFFICIAL_KIT_DIR"
                 )
             self._official = OfficialStep(s.official_kit_dir, s.official_cache_dir, s.official_workers)
+            self._official.warm()
         handler = InboundHandler(
             pipeline, self.journal, publisher, retry_delay_s=s.retry_delay_s, official=self._official
         )
