@@ -29,9 +29,11 @@ lint: install
 	$(BIN)/ruff check gateway tests bench tools
 	$(BIN)/ruff format --check gateway tests bench tools
 
-## bench: throughput of the demo flow vs a bare aio-pika relay, same run, same broker
+## bench: the demo flow vs a bare aio-pika relay (same run, same broker), validation speed, official schematrons
 bench: install rabbitmq
 	$(BIN)/python bench/demo_throughput.py
+	$(BIN)/python bench/validation_speed.py
+	$(BIN)/python bench/official_speed.py
 
 clean:
 	rm -rf var .pytest_cache
