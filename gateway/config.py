@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     mss_sender: str = Field(
         "gateway@demo.mssante.fr", description="The BAL applicative (From of every mail)."
     )
+    smtp_ca_file: Path | None = Field(None, description="CA bundle that signs the relay's certificate.")
+    smtp_cert_file: Path | None = Field(None, description="The structure's client certificate (PEM).")
+    smtp_key_file: Path | None = Field(None, description="Its private key (PEM).")
+    smtp_key_password: SecretStr | None = Field(None, description="Passphrase of the private key.")
+    smtp_pool_size: int = Field(2, ge=1, description="SMTP connections kept open to the relay.")
 
     # Demo services (make run)
     demo_smtp_port: int = 2525
