@@ -24,7 +24,9 @@ class Harness:
     mailbox: LocalMailbox
     sandbox: DmpSandbox
     journal: Journal
-    acks: dict[str, AckSummary] = field(default_factory=dict)  # by correlation id
+    acks: dict[str, AckSummary] = field(default_factory=dict)  # the HL7 ACK (or JSON reply) by correlation id
+    zams: list[AckSummary] = field(default_factory=list)  # business acks (ZAM), in arrival order
+    zam_raw: list[bytes] = field(default_factory=list)
     service: GatewayService | None = None
     _connection: aio_pika.abc.AbstractRobustConnection | None = None
     _channel: aio_pika.abc.AbstractChannel | None = None
@@ -49,7 +51,11 @@ class Harness:
 
         async def on_ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with message.process():
-                self.acks[message.correlation_id or ""] = read_ack(message.body)
+                if message.body.startswith(b"MSH") and b"|ZAM^" in message.body[:200]:
+                    self.zams.append(read_ack(message.body))
+                    self.zam_raw.append(message.body)
+                else:
+                    self.acks[message.correlation_id or ""] = read_ack(message.body)
 
         await queue.consume(on_ack)
 

@@ -215,3 +215,27 @@ async def test_stop_mid_stream_and_restart_loses_nothing_and_delivers_nothing_tw
     assert counts["total"] == n
     acked = [cid for cid, ack in h.acks.items() if ack.code == "AA"]
     assert len(acked) == n
+
+
+async def test_business_acks_z01_after_the_dmp_and_z02_when_the_relay_refuses_a_mail(h):
+    """Sample 01 asks for reception acks (ACK_RECEPTION=Y): a ZAM^Z01 follows the DMP's answer; a mail the
+    relay refuses for good (550) produces a ZAM^Z02 N with the SMTP code."""
+    from gateway.formats.hl7v2.er7 import parse_message
+
+    await h.start_gateway()
+    h.mailbox.handler.refuse_status = "550 5.1.1 user unknown"
+    body = (SAMPLES / "01_ORU_R01_initial_CR-BIO.hl7").read_bytes()
+    await h.publish(body, message_id="m-zam")
+
+    def kinds() -> list[str]:
+        return sorted(parse_message(raw).msh.get(9, 1, 2) for raw in h.zam_raw)
+
+    await wait_until(lambda: kinds() == ["Z01", "Z02", "Z02"], what="one Z01 and two Z02")
+    for raw in h.zam_raw:
+        zam = parse_message(raw)
+        obx = zam.segment("OBX")
+        assert obx.get(4) == "DEMO-0001"  # OBX-4 = the original MSH-10
+        if zam.msh.get(9, 1, 2) == "Z01":
+            assert obx.get(5) == "Y" and obx.get(3) == "ACK_RECEPTION_DMP"
+        else:
+            assert obx.get(5) == "N" and zam.segment("ERR").get(5) == "550"

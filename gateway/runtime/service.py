@@ -20,6 +20,7 @@ from gateway.delivery.dmp.client import DmpClient
 from gateway.delivery.mssante.smtp import SmtpClient
 from gateway.routing import RouteTable, load_routes
 from gateway.routing.transformers import check_names, load_transformers
+from gateway.runtime.business_acks import BusinessAcks
 from gateway.runtime.inbound import InboundHandler
 from gateway.runtime.journal import Journal, open_journal
 from gateway.runtime.official import OfficialStep
@@ -133,7 +134,12 @@ class GatewayService:
             await channel.set_qos(prefetch_count=s.delivery_prefetch)
             queue = await channel.get_queue(s.names.outbound_queue(name), ensure=False)
             worker = DeliveryWorker(
-                name, destination, self.journal, max_attempts=s.max_attempts, retry_delay_s=s.retry_delay_s
+                name,
+                destination,
+                self.journal,
+                max_attempts=s.max_attempts,
+                retry_delay_s=s.retry_delay_s,
+                business_acks=BusinessAcks(publisher),
             )
             self._consumers.append(_Consumer(queue, await queue.consume(self._tracked(worker))))
         log.info(

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gateway.delivery.jobs import DeliveryJob
 from gateway.delivery.result import DeliveryResult
+from gateway.runtime.business_acks import BusinessAcks
 from gateway.runtime.journal import Journal
 
 log = logging.getLogger("cisis.worker")
@@ -37,12 +38,14 @@ class DeliveryWorker:
         *,
         max_attempts: int,
         retry_delay_s: float,
+        business_acks: BusinessAcks | None = None,
     ) -> None:
         self.name = name
         self.destination = destination
         self.journal = journal
         self.max_attempts = max_attempts
         self.retry_delay_s = retry_delay_s
+        self.business_acks = business_acks
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -100,6 +103,8 @@ class DeliveryWorker:
         if result.ok:
             await self.journal.record_delivery(status="delivered", detail=detail, **common)
             log.info("delivered message_id=%s destination=%s attempt=%d", job.message_id, self.name, attempt)
+            if self.business_acks is not None:
+                await self.business_acks.after_delivery(job, result, final=True)
             await message.ack()
         elif result.permanent or attempt >= self.max_attempts:
             detail["reason"] = "refused" if result.permanent else "attempts exhausted"
@@ -110,6 +115,8 @@ class DeliveryWorker:
                 self.name,
                 detail["reason"],
             )
+            if self.business_acks is not None:
+                await self.business_acks.after_delivery(job, result, final=True)
             await message.reject(requeue=False)
         else:
             await self.journal.record_delivery(status="failed", detail=detail, **common)

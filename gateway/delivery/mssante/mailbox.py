@@ -30,9 +30,12 @@ class _Handler:
     received: list[ReceivedMail] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     refuse_next: int = 0
+    refuse_status: str | None = None  # e.g. "550 5.1.1 user unknown": every mail refused with it
 
     async def handle_DATA(self, server, session, envelope: SmtpEnvelope) -> str:
         with self.lock:
+            if self.refuse_status:
+                return self.refuse_status
             if self.refuse_next > 0:
                 self.refuse_next -= 1
                 return "451 4.3.0 injected temporary failure"
