@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -18,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from gateway.config import Settings
 from gateway.delivery.dmp.client import DmpClient
 from gateway.delivery.mssante.smtp import SmtpClient
+from gateway.delivery.mssante.tls import client_tls_context
 from gateway.routing import RouteTable, load_routes
 from gateway.routing.transformers import check_names, load_transformers
 from gateway.runtime.business_acks import BusinessAcks
@@ -85,8 +87,22 @@ class GatewayService:
                 username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 timeout_s=s.smtp_timeout_s,
+                tls_context=self._smtp_tls_context(),
+                pool_size=s.smtp_pool_size,
             ),
         }
+
+    def _smtp_tls_context(self) -> ssl.SSLContext | None:
+        """The MSSanté relay's TLS: its CA, and the structure's client certificate when one is configured."""
+        s = self.settings
+        if not (s.smtp_starttls or s.smtp_implicit_tls):
+            return None
+        return client_tls_context(
+            ca_file=s.smtp_ca_file,
+            cert_file=s.smtp_cert_file,
+            key_file=s.smtp_key_file,
+            key_password=s.smtp_key_password.get_secret_value() if s.smtp_key_password else None,
+        )
 
     def _tracked(self, handler):
         async def run(message: AbstractIncomingMessage) -> None:
