@@ -7,6 +7,7 @@ import base64
 
 import pytest
 
+from gateway.delivery.mssante.xdm import read_xdm
 from tests.conftest import ANS_CDA, PS_ONLY, SAMPLES, ans_message, swap_document, wait_until
 from tests.harness import make_harness
 
@@ -47,8 +48,12 @@ async def test_initial_oru_reaches_dmp_and_both_mailboxes_with_aa(h):
     for mail in h.mailbox.received:
         assert mail.message["From"] == h.settings.mss_sender
         assert mail.message["X-MSS-CODECDA"] == "11502-2"
+        assert mail.message["X-MSS-INS"] == "O"
         attachment = next(mail.message.iter_attachments())
-        assert attachment.get_payload(decode=True) == cda  # the document, byte for byte
+        assert attachment.get_filename() == "IHE_XDM.ZIP"
+        package = read_xdm(attachment.get_payload(decode=True))
+        assert list(package.documents.values()) == [cda]  # the document, byte for byte, inside IHE_XDM.ZIP
+        assert package.unique_ids == ["1.2.250.1.213.1.1.1.55.2021.6.1"]
     await wait_until(lambda: _status(h, "m-initial", "delivered"), what="journal status delivered")
     steps = [e.step for e in await h.journal.events("m-initial")]
     for step in ("received", "routed", "queued", "delivered", "ack_sent"):

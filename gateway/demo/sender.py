@@ -75,6 +75,8 @@ async def publish_files(
             async def on_ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 async with message.process():
                     name = by_correlation.get(message.correlation_id or "")
+                    if b"|ZAM^" in message.body[:200]:
+                        return  # a business ack (ZAM) shares the correlation id; the ACK is what is awaited
                     if name is not None:
                         acks[name] = read_ack(message.body)
                         if all(a is not None for a in acks.values()):
