@@ -68,6 +68,44 @@ def _err(f: Finding) -> str:
     return f"ERR||{location}|{cond}|{sev}|{app}||{escape(f.rule, D)}|{detail}"
 
 
+def msh_segment(
+    *,
+    sending: tuple[str, str],
+    receiving: tuple[str, str],
+    timestamp: str,
+    message_type: str,
+    control_id: str,
+    processing: str = "P",
+    version: str = "2.5",
+    profile: str | None = None,
+) -> str:
+    """The MSH of a message the gateway writes (ACK, ZAM): standard delimiters, FRA, UNICODE UTF-8, and MSH-21
+    when a profile is given. Application/facility values must already be escaped."""
+    fields = [
+        "MSH",
+        "^~\\&",
+        sending[0],
+        sending[1],
+        receiving[0],
+        receiving[1],
+        timestamp,
+        "",
+        message_type,
+        control_id,
+        processing,
+        version,
+        "",
+        "",
+        "",
+        "",
+        "FRA",
+        "UNICODE UTF-8",
+    ]
+    if profile:
+        fields += ["", "", profile]
+    return "|".join(fields)
+
+
 def _reencode(message: Message, n: int) -> str:
     return "^".join(escape(c, D) for c in message.msh.components(n))
 
@@ -97,27 +135,14 @@ def build_ack(
     else:
         sending = receiving = ("", "")
         event, processing, version = "", "P", "2.5"
-    msh_line = "|".join(
-        [
-            "MSH",
-            "^~\\&",
-            receiving[0],  # the ACK goes back: our receiving side becomes its sender
-            receiving[1],
-            sending[0],
-            sending[1],
-            ts,
-            "",
-            f"ACK^{event}^ACK" if event else "ACK",
-            ack_id or uuid.uuid4().hex[:20],
-            processing,
-            version,
-            "",
-            "",
-            "",
-            "",
-            "FRA",
-            "UNICODE UTF-8",
-        ]
+    msh_line = msh_segment(
+        sending=receiving,  # the ACK goes back: our receiving side becomes its sender
+        receiving=sending,
+        timestamp=ts,
+        message_type=f"ACK^{event}^ACK" if event else "ACK",
+        control_id=ack_id or uuid.uuid4().hex[:20],
+        processing=processing,
+        version=version,
     )
     lines = [msh_line, f"MSA|{code}|{escape(control_id or '', D)}"]
     findings = report.errors + report.warnings if code != "AA" else report.warnings

@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
+from gateway.formats.hl7v2.ack import msh_segment
 from gateway.formats.hl7v2.er7 import Delimiters, escape
 
 ZamKind = Literal["Z01", "Z02", "Z03"]
@@ -84,30 +85,14 @@ def build_zam(
         raise ValueError(f"ZAM {kind} has no address OBX")
     ts = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     original = _e(original_control_id)
-    msh = "|".join(
-        [
-            "MSH",
-            "^~\\&",
-            _e(sending_app),
-            _e(sending_facility),
-            _e(receiving_app),
-            _e(receiving_facility),
-            ts,
-            "",
-            f"ZAM^{kind}^ZAM_Z01",
-            _e(control_id) or uuid.uuid4().hex[:20],
-            "P",
-            VERSION,
-            "",
-            "",
-            "",
-            "",
-            "FRA",
-            "UNICODE UTF-8",
-            "",
-            "",
-            PROFILE,
-        ]
+    msh = msh_segment(
+        sending=(_e(sending_app), _e(sending_facility)),
+        receiving=(_e(receiving_app), _e(receiving_facility)),
+        timestamp=ts,
+        message_type=f"ZAM^{kind}^ZAM_Z01",
+        control_id=_e(control_id) or uuid.uuid4().hex[:20],
+        version=VERSION,
+        profile=PROFILE,
     )
     yes_no = "Y" if ok else "N"
     lines = [
