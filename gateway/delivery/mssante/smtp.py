@@ -101,9 +101,11 @@ class SmtpClient:
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError) as exc:
             smtp.close()
             # With TLS 1.3 the server checks the client certificate after the client's side of the handshake
-            # is done; asyncio then reports the server's alert as a bare EOF. An EOF before the first reply
-            # over TLS is that (or a relay dropping TLS sessions it does not accept).
-            if tls and _tls_failure(exc) is None and "eof" in str(exc).lower():
+            # is done; asyncio then reports the server's alert as a bare EOF or "connection lost", worded
+            # differently depending on timing. A hang-up before the first reply over TLS is that (or a relay
+            # dropping TLS sessions it does not accept).
+            hung_up = isinstance(exc, aiosmtplib.SMTPServerDisconnected) or "eof" in str(exc).lower()
+            if tls and _tls_failure(exc) is None and hung_up:
                 raise _TlsRefused("connection closed by the relay right after the TLS handshake") from exc
             raise
         except BaseException:
@@ -168,6 +170,12 @@ class SmtpClient:
                     errors, response = await conn.smtp.send_message(message)
                 except aiosmtplib.SMTPServerDisconnected as exc:
                     self._discard(conn)
+                    if not reused and (self.starttls or self.implicit_tls) and _tls_failure(exc) is None:
+                        # a fresh TLS connection dropped before its first mail: the same late certificate
+                        # refusal as in _connect, surfacing one command later
+                        return _classify(
+                            _TlsRefused("connection closed by the relay right after the TLS handshake")
+                        )
                     if reused and attempt == 1:
                         log.info(
                             "SMTP connection to %s:%s was closed by the server; reconnecting",
