@@ -133,17 +133,21 @@ class _Builder:
             attrs["{http://www.w3.org/XML/1998/namespace}lang"] = lang
         etree.SubElement(etree.SubElement(parent, _rim("Name")), _rim("LocalizedString"), attrs)
 
-    def coded(self, parent: etree._Element, scheme: str, owner: str, code: Code | None) -> None:
-        if code is None or not code.code:
-            return
-        cl = etree.SubElement(
+    def classification(self, parent: etree._Element, scheme: str, owner: str, node: str) -> etree._Element:
+        """An ebRIM Classification of ``owner`` under ``scheme`` (node "" for author-style classifications)."""
+        return etree.SubElement(
             parent,
             _rim("Classification"),
             id=self.next_id("cl"),
             classificationScheme=scheme,
             classifiedObject=owner,
-            nodeRepresentation=code.code,
+            nodeRepresentation=node,
         )
+
+    def coded(self, parent: etree._Element, scheme: str, owner: str, code: Code | None) -> None:
+        if code is None or not code.code:
+            return
+        cl = self.classification(parent, scheme, owner, code.code)
         self.slot(cl, "codingScheme", [code.code_system])
         self.name(cl, code.display)
 
@@ -165,14 +169,7 @@ class _Builder:
         }
         if not any(values.values()):
             return
-        cl = etree.SubElement(
-            parent,
-            _rim("Classification"),
-            id=self.next_id("cl"),
-            classificationScheme=scheme,
-            classifiedObject=owner,
-            nodeRepresentation="",
-        )
+        cl = self.classification(parent, scheme, owner, "")
         for slot_name, value in values.items():
             self.slot(cl, slot_name, [value])
 

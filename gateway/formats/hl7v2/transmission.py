@@ -190,6 +190,23 @@ def _decode_ed(seg: Segment) -> tuple[bytes | None, str | None, bool]:
         return None, "OBX-5.5 is not valid Base64", False
 
 
+def _read_ed(
+    seg: Segment, report: ValidationReport, where: str, what: str
+) -> tuple[bytes | None, str | None]:
+    """:func:`_decode_ed`, reporting a restored padding as a warning (``what`` names the content)."""
+    data, error, repaired = _decode_ed(seg)
+    if repaired:
+        report.add(
+            "TRANS-BASE64-PADDING",
+            where,
+            f"{what} Base64 padding was missing and has been restored",
+            severity=Severity.WARNING,
+            condition=102,
+            source=SOURCE,
+        )
+    return data, error
+
+
 def _yes_no(seg: Segment) -> bool | None:
     value = _clean(seg.get(5)).upper()
     return {"Y": True, "N": False}.get(value)
@@ -266,21 +283,12 @@ def map_transmission(message: Message, provenance: Provenance) -> TransmissionMe
                         )
                     flags[MetaFlags.CODES[code]] = value
                 elif code in ("CORPSMAIL_PS", "CORPSMAIL_PATIENT"):
-                    data, error, repaired = _decode_ed(seg)
+                    data, error = _read_ed(seg, report, _loc(seg, 5), f"{code}:")
                     if error:
                         report.add(
                             "TRANS-CORPSMAIL", _loc(seg, 5), f"{code}: {error}", condition=102, source=SOURCE
                         )
                     elif data is not None:
-                        if repaired:
-                            report.add(
-                                "TRANS-BASE64-PADDING",
-                                _loc(seg, 5),
-                                f"{code}: Base64 padding was missing and has been restored",
-                                severity=Severity.WARNING,
-                                condition=102,
-                                source=SOURCE,
-                            )
                         try:
                             text = data.decode("utf-8")
                         except UnicodeDecodeError:
@@ -300,16 +308,7 @@ def map_transmission(message: Message, provenance: Provenance) -> TransmissionMe
             if _clean(seg.get(2)).upper() == "ED":
                 result.document_obx.append(seg.index)
                 result.obx11 = result.obx11 or _clean(seg.get(11)).upper() or None
-                data, error, repaired = _decode_ed(seg)
-                if repaired:
-                    report.add(
-                        "TRANS-BASE64-PADDING",
-                        _loc(seg, 5),
-                        "document Base64 padding was missing and has been restored",
-                        severity=Severity.WARNING,
-                        condition=102,
-                        source=SOURCE,
-                    )
+                data, error = _read_ed(seg, report, _loc(seg, 5), "document")
                 if error or data is None:
                     report.add(
                         "TRANS-DOC-ENCODING",
