@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,11 @@ class BrokerNames:
     @property
     def ack_queue(self) -> str:
         return f"{self.prefix}.acks"
+
+    @property
+    def lps_queue(self) -> str:
+        """Where the reverse flow puts the MDM built from mails received in the BAL applicative (for the DPI)."""
+        return f"{self.prefix}.lps"
 
     #: routing key of the inbox binding: `cisis-gateway send` and any producer publish with it.
     inbox_routing_key: str = "inbox"
@@ -109,6 +115,30 @@ class Settings(BaseSettings):
     smtp_key_file: Path | None = Field(None, description="Its private key (PEM).")
     smtp_key_password: SecretStr | None = Field(None, description="Passphrase of the private key.")
     smtp_pool_size: int = Field(2, ge=1, description="SMTP connections kept open to the relay.")
+
+    # The BAL applicative read back over IMAP (receipts -> ZAM Z02/Z03; XDM mails -> MDM for the DPI)
+    imap_host: str | None = Field(None, description="IMAPS server of the BAL applicative (unset: not read).")
+    imap_port: int = 993
+    imap_username: str | None = Field(None, description="Login of the BAL (default: CISIS_MSS_SENDER).")
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_processed_folder: str | None = Field(
+        None, description="Handled mails are moved there (unset: deleted once journaled)."
+    )
+    imap_mode: Literal["idle", "poll"] = Field("idle", description="IMAP IDLE push, or polling.")
+    imap_poll_interval_s: float = Field(30.0, gt=0, description="Poll period (and IDLE's upper bound).")
+    imap_timeout_s: float = Field(30.0, gt=0)
+    imap_ca_file: Path | None = Field(None, description="CA bundle of the IMAP server (default: SMTP's).")
+    imap_cert_file: Path | None = Field(None, description="Client certificate (default: SMTP's).")
+    imap_key_file: Path | None = Field(None, description="Its private key (default: SMTP's).")
+    imap_key_password: SecretStr | None = Field(None, description="Passphrase (default: SMTP's).")
+    lps_application: str = Field("DPI", description="MSH-5 of the MDM sent to the DPI (reverse flow).")
+    lps_facility: str = Field("", description="MSH-6 of the MDM sent to the DPI.")
+    gateway_application: str = Field("CISIS-GATEWAY", description="MSH-3 of what the gateway originates.")
+    gateway_facility: str = Field("", description="MSH-4 of what the gateway originates.")
+    lps_mail_obx: Literal["body", "rfc822"] = Field(
+        "body", description="The mail OBX of the reverse MDM: the mail's text body (ANS example) or the mail."
+    )
 
     # Demo services (make run)
     demo_smtp_port: int = 2525

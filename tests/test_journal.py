@@ -515,3 +515,24 @@ async def test_open_journal_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         with pytest.raises(ValueError) as info:
             open_journal(bad)
         assert "secret" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ mails (receipts)
+
+
+async def test_mail_is_found_by_its_message_id_and_recorded_once(journal: Journal) -> None:
+    await queued_message(journal, "m-mail", 1)
+    assert await journal.mail("<abc@gw>") is None
+    await journal.record_mail(
+        "<abc@gw>", message_id="m-mail", idempotency_key="k1", detail={"ack_reception": True}
+    )
+    # a retried send records again: the first row stays
+    await journal.record_mail("<abc@gw>", message_id="m-mail", idempotency_key="k1", detail={"other": 1})
+    mail = await journal.mail("<abc@gw>")
+    assert mail is not None
+    assert (mail.message_id, mail.idempotency_key, mail.detail) == ("m-mail", "k1", {"ack_reception": True})
+    assert mail.created_at.tzinfo is not None
+    with pytest.raises(UnknownMessageError):
+        await journal.record_mail("<x@gw>", message_id="nobody", idempotency_key="k2")
+    with pytest.raises(ValueError):
+        await journal.record_mail("", message_id="m-mail", idempotency_key="k3")

@@ -61,3 +61,17 @@ class Publisher:
             message, routing_key=self.topology.ack_queue.name, mandatory=True
         )
         return self.topology.ack_queue.name
+
+    async def publish_lps(self, body: bytes, *, content_type: str, message_id: str, source_id: str) -> str:
+        """Publish a message for the DPI (reverse flow) on the LPS queue; ``message_id`` is stable across a
+        re-read of the same mail so that the DPI can drop a duplicate."""
+        message = aio_pika.Message(
+            body=body,
+            content_type=content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers={"x-cisis-message-id": source_id},
+        )
+        queue = self.topology.lps_queue.name
+        await self.channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+        return queue

@@ -155,7 +155,7 @@ class GatewayService:
                 self.journal,
                 max_attempts=s.max_attempts,
                 retry_delay_s=s.retry_delay_s,
-                business_acks=BusinessAcks(publisher),
+                business_acks=BusinessAcks(publisher, self.journal),
             )
             self._consumers.append(_Consumer(queue, await queue.consume(self._tracked(worker))))
         log.info(

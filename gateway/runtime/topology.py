@@ -4,6 +4,7 @@
     router --(routing key = destination)--> <p>.outbound (direct) --> <p>.out.dmp, <p>.out.mssante (quorum)
     rejected/expired jobs and poison messages --> <p>.dlx (fanout) --> <p>.dead (quorum)
     ACKs without reply_to --> <p>.acks (quorum)
+    MDM built from mails of the BAL applicative (reverse flow) --> <p>.lps (quorum), read by the DPI
 
 Quorum queues replicate on a cluster and count deliveries (``x-delivery-count``); their ``x-delivery-limit``
 moves a message that keeps crashing its consumer to the dead-letter exchange instead of looping forever.
@@ -30,6 +31,7 @@ class Topology:
     outbound_queues: dict[str, AbstractQueue]
     dead_letter_queue: AbstractQueue
     ack_queue: AbstractQueue
+    lps_queue: AbstractQueue
 
 
 def _quorum(names: BrokerNames, delivery_limit: int) -> dict:
@@ -62,7 +64,8 @@ async def declare(channel: AbstractChannel, names: BrokerNames, *, delivery_limi
         await q.bind(outbound, routing_key=dest)
         queues[dest] = q
     acks = await channel.declare_queue(names.ack_queue, durable=True, arguments={"x-queue-type": "quorum"})
-    return Topology(inbound, outbound, dlx, inbox, queues, dead, acks)
+    lps = await channel.declare_queue(names.lps_queue, durable=True, arguments={"x-queue-type": "quorum"})
+    return Topology(inbound, outbound, dlx, inbox, queues, dead, acks, lps)
 
 
 async def delete(channel: AbstractChannel, names: BrokerNames) -> None:
@@ -71,6 +74,7 @@ async def delete(channel: AbstractChannel, names: BrokerNames) -> None:
         names.inbox,
         names.dead_letter_queue,
         names.ack_queue,
+        names.lps_queue,
         *(names.outbound_queue(d) for d in DESTINATIONS),
     ]:
         await channel.queue_delete(q)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
@@ -27,6 +27,13 @@ class Destination(Protocol):
     async def deliver(self, job: DeliveryJob) -> DeliveryResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class MailDestination(Destination, Protocol):
+    """A destination whose deliveries are mails answered later by receipts (MSSanté)."""
+
+    def mail_message_id(self, job: DeliveryJob) -> str: ...
 
 
 class DeliveryWorker:
@@ -90,6 +97,8 @@ class DeliveryWorker:
             await self._already_delivered(job, previous.message_id)
             await message.ack()
             return
+        if self.business_acks is not None and isinstance(self.destination, MailDestination):
+            await self.business_acks.before_delivery(job, self.destination.mail_message_id(job))
         result = await self.destination.deliver(job)
         broker_count = int((message.headers or {}).get("x-delivery-count", 0) or 0)
         attempt = max(broker_count, previous.attempts if previous else 0) + 1

@@ -211,9 +211,13 @@ def zams_for(
     receiving_app: str,
     receiving_facility: str,
     now: datetime | None = None,
+    control_ids: list[str] | None = None,
 ) -> list[str]:
-    """The ZAMs a receipt calls for: one Z02 per recipient with a final DSN status, one Z03 per MDN."""
-    header = dict(
+    """The ZAMs a receipt calls for: one Z02 per recipient with a final DSN status, one Z03 per MDN.
+
+    ``control_ids`` (one per recipient of the receipt) fixes each ZAM's MSH-10, so that a receipt handled twice
+    (a re-read after a crash) gives the same ZAMs and the creator can drop the duplicate."""
+    header: dict = dict(
         original_control_id=original_control_id,
         sending_app=sending_app,
         sending_facility=sending_facility,
@@ -222,7 +226,8 @@ def zams_for(
         now=now,
     )
     out: list[str] = []
-    for r in receipt.recipients:
+    for n, r in enumerate(receipt.recipients):
+        header["control_id"] = control_ids[n] if control_ids and n < len(control_ids) else None
         if receipt.kind == "dsn":
             if not r.final:
                 continue

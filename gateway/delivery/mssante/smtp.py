@@ -19,11 +19,12 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 import aiosmtplib
 
 from gateway.delivery.jobs import DeliveryJob
-from gateway.delivery.mssante.mail import build_mail
+from gateway.delivery.mssante.mail import build_mail, message_id_for
 from gateway.delivery.result import DeliveryResult
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,15 @@ class SmtpClient:
 
     # -- delivery ---------------------------------------------------------------------------------------------
 
+    def mail_message_id(self, job: DeliveryJob) -> str:
+        """The Message-ID the job's mail carries (derived from its idempotency key: the same on every retry)."""
+        return message_id_for(job, self.sender.rsplit("@", 1)[-1])
+
     async def deliver(self, job: DeliveryJob) -> DeliveryResult:
-        message = build_mail(job, self.sender)
+        return await self.send(build_mail(job, self.sender))
+
+    async def send(self, message: EmailMessage) -> DeliveryResult:
+        """Send one ready mail over a pooled connection (jobs, and the error MDNs of the reverse flow)."""
         if self._closed:
             return DeliveryResult.transient(error="closed")
         async with self._slots:
@@ -199,9 +207,12 @@ class SmtpClient:
                 # Some recipients refused, others accepted: the mail is out; the refusals are recorded.
                 if errors:
                     return DeliveryResult.delivered(
-                        partial_refusals=sorted({r.code for r in errors.values()})
+                        partial_refusals=sorted({r.code for r in errors.values()}),
+                        mail_message_id=message["Message-ID"],
                     )
-                return DeliveryResult.delivered(smtp_response=response[:80], message_id=message["Message-ID"])
+                return DeliveryResult.delivered(
+                    smtp_response=response[:80], mail_message_id=message["Message-ID"]
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
 

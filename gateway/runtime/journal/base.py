@@ -173,6 +173,19 @@ class EventRecord(BaseModel):
     detail: dict[str, Any] | None
 
 
+class MailRecord(BaseModel):
+    """An MSSanté mail the gateway sent: its Message-ID, the message it carried, and what a receipt needs to
+    answer the creator (``detail``: which business acks were asked for, the MSH names for the ZAM)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mail_message_id: str
+    message_id: str
+    idempotency_key: str
+    created_at: datetime
+    detail: dict[str, Any] | None
+
+
 class DeliveryRecord(BaseModel):
     """The state of one outbound delivery (one job for one destination/recipient)."""
 
@@ -260,6 +273,21 @@ class Journal(Protocol):
         >= expected_deliveries > 0`` the message becomes ``delivered``, ``dead_lettered`` or
         ``partially_delivered``.
         """
+        ...
+
+    async def record_mail(
+        self,
+        mail_message_id: str,
+        *,
+        message_id: str,
+        idempotency_key: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Remember an MSSanté mail by its Message-ID (idempotent: a retried send keeps the first row)."""
+        ...
+
+    async def mail(self, mail_message_id: str) -> MailRecord | None:
+        """The mail sent with this Message-ID, or ``None``."""
         ...
 
     async def get(self, message_id: str) -> MessageRecord | None:
@@ -843,7 +871,55 @@ class SqlJournal(ABC):
 
         return await self._write(tx)
 
+    async def record_mail(
+        self,
+        mail_message_id: str,
+        *,
+        message_id: str,
+        idempotency_key: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`Journal.record_mail`."""
+        check_id(mail_message_id, "mail_message_id")
+        check_id(message_id, "message_id")
+        check_id(idempotency_key, "idempotency_key")
+        detail_json = dump_json(detail, "detail")
+        now = self._ts_in(utcnow())
+
+        async def tx(ex: Executor) -> None:
+            if await ex.fetchrow("SELECT 1 AS one FROM messages WHERE message_id = $1", message_id) is None:
+                raise UnknownMessageError(message_id)
+            await ex.execute(
+                "INSERT INTO mails (mail_message_id, message_id, idempotency_key, created_at, detail) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mail_message_id) DO NOTHING",
+                mail_message_id,
+                message_id,
+                idempotency_key,
+                now,
+                detail_json,
+            )
+
+        await self._write(tx)
+
     # ---- reads
+
+    async def mail(self, mail_message_id: str) -> MailRecord | None:
+        """See :meth:`Journal.mail`."""
+        async with self._reader() as ex:
+            row = await ex.fetchrow(
+                "SELECT mail_message_id, message_id, idempotency_key, created_at, detail FROM mails "
+                "WHERE mail_message_id = $1",
+                mail_message_id,
+            )
+        if row is None:
+            return None
+        return MailRecord(
+            mail_message_id=row["mail_message_id"],
+            message_id=row["message_id"],
+            idempotency_key=row["idempotency_key"],
+            created_at=self._ts_out(row["created_at"]),
+            detail=load_json(row["detail"]),
+        )
 
     async def get(self, message_id: str) -> MessageRecord | None:
         """See :meth:`Journal.get`."""

@@ -7,6 +7,8 @@ Tables:
 - ``payloads``: the raw bytes, one row per message, read only by ``get_payload()``.
 - ``events``: the history of each message, ordered by ``id``.
 - ``deliveries``: one row per outbound delivery, keyed by its idempotency key.
+- ``mails``: one row per MSSanté mail sent, keyed by its Message-ID, so that a DSN or an MDN read back from the
+  applicative mailbox finds the message (and the business acks) it answers.
 
 Every statement is ``CREATE ... IF NOT EXISTS`` so that ``open()`` is idempotent.
 """
@@ -81,6 +83,13 @@ _TEMPLATES: Final = (
     updated_at {ts} NOT NULL,
     detail {json}
 )""",
+    """CREATE TABLE IF NOT EXISTS mails (
+    mail_message_id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL REFERENCES messages (message_id) ON DELETE CASCADE,
+    idempotency_key TEXT NOT NULL,
+    created_at {ts} NOT NULL,
+    detail {json}
+)""",
     # search() orders by received_at DESC; the composite indexes serve "filter + newest first".
     "CREATE INDEX IF NOT EXISTS ix_messages_received_at ON messages (received_at)",
     "CREATE INDEX IF NOT EXISTS ix_messages_status ON messages (status, received_at)",
@@ -89,6 +98,7 @@ _TEMPLATES: Final = (
     "CREATE INDEX IF NOT EXISTS ix_messages_control_id ON messages (control_id)",
     "CREATE INDEX IF NOT EXISTS ix_events_message_id ON events (message_id, id)",
     "CREATE INDEX IF NOT EXISTS ix_deliveries_message_id ON deliveries (message_id)",
+    "CREATE INDEX IF NOT EXISTS ix_mails_message_id ON mails (message_id)",
 )
 
 
