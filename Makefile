@@ -29,11 +29,13 @@ lint: install
 	$(BIN)/ruff check gateway tests bench tools
 	$(BIN)/ruff format --check gateway tests bench tools
 
-## bench: the demo flow vs a bare aio-pika relay (same run, same broker), validation speed, official schematrons
+## bench: the demo flow vs a bare aio-pika relay (same run, same broker), validation speed, official schematrons,
+##        MSSanté mail build+send vs a bare aiosmtplib send
 bench: install rabbitmq
 	$(BIN)/python bench/demo_throughput.py
 	$(BIN)/python bench/validation_speed.py
 	$(BIN)/python bench/official_speed.py
+	$(BIN)/python bench/mssante_send.py
 
 clean:
 	rm -rf var .pytest_cache

@@ -19,13 +19,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from email.message import EmailMessage
+from email import charset
+from email.header import Header
+from email.message import EmailMessage, MIMEPart
+from email.policy import compat32
 from email.utils import formatdate
 
 from gateway.delivery.jobs import DeliveryJob
 from gateway.delivery.mssante.xdm import build_xdm
 from gateway.formats.cda.xml_safety import UnsafeXMLError, parse_untrusted
 from gateway.model import DocumentAction
+
+XDM_SUBJECT = "XDM/1.0/DDM"
+_UTF8_QP = charset.Charset("utf-8")
+_UTF8_QP.body_encoding = charset.QP  # readable French text on the wire, 7-bit safe
 
 DEFAULT_BODIES = {
     DocumentAction.INITIAL: "Veuillez trouver ci-joint un document de santé.",
@@ -56,11 +63,34 @@ def message_id_for(job: DeliveryJob, domain: str) -> str:
     return f"<{hashlib.sha256(job.idempotency_key.encode()).hexdigest()[:32]}@{domain}>"
 
 
+def _subject(type_display: str) -> str:
+    """``XDM/1.0/DDM <type>``. The prefix stays plain ASCII on the wire even when the type's French label is
+    RFC 2047-encoded: operators' server rules match the raw subject's start to route XDM mails."""
+    label = " ".join(type_display.split())
+    if label.isascii():
+        return f"{XDM_SUBJECT} {label}"
+    header = Header(f"{XDM_SUBJECT} ", "us-ascii")
+    header.append(label, "utf-8")
+    return header.encode()
+
+
+def _attachment(data: bytes, content_type: str, filename: str) -> MIMEPart:
+    part = MIMEPart(policy=compat32)
+    part["Content-Type"] = content_type
+    part["Content-Disposition"] = f'attachment; filename="{filename}"'
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64.encodebytes(data).decode("ascii"))
+    return part
+
+
 def build_mail(job: DeliveryJob, sender: str) -> EmailMessage:
+    """The job's mail. It is assembled with the ``compat32`` policy (headers stored as given, parts encoded
+    here): the default policy parses every header it is given, which made the mail cost more to build than
+    to send (bench/mssante_send.py). The result is still an ``EmailMessage`` (``iter_attachments`` etc.)."""
     sub = job.submission
     flags = sub.flags
     patient_mail = job.recipients_kind == "patient"
-    msg = EmailMessage()
+    msg = EmailMessage(policy=compat32)
     msg["From"] = sender
     msg["To"] = ", ".join(job.addresses)
     if sub.reply_to:
@@ -68,7 +98,7 @@ def build_mail(job: DeliveryJob, sender: str) -> EmailMessage:
     # OBR-4 / TXA-2 display when the sender gave one (TXA-2 often has none), else the CDA code's displayName.
     codes = [sub.type_code] + [d.metadata.type_code for d in sub.documents]
     type_display = next((c.display for c in codes if c and c.display), "Document")
-    msg["Subject"] = f"XDM/1.0/DDM {type_display}"
+    msg["Subject"] = _subject(type_display)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id_for(job, sender.rsplit("@", 1)[-1])
     for doc in sub.documents:
@@ -78,15 +108,19 @@ def build_mail(job: DeliveryJob, sender: str) -> EmailMessage:
         msg["X-MSS-MES"] = "FIN"
     if flags.ack_lecture_mss:
         msg["Disposition-Notification-To"] = sender
-    body = (flags.corpsmail_patient if patient_mail else flags.corpsmail_ps) or DEFAULT_BODIES[sub.action]
-    msg.set_content(body)
     msg["X-MSS-INS"] = "O" if sub.patient.ins_present else "N"
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Type"] = "multipart/mixed"
+    body = MIMEPart(policy=compat32)
+    body.set_payload(
+        (flags.corpsmail_patient if patient_mail else flags.corpsmail_ps) or DEFAULT_BODIES[sub.action],
+        _UTF8_QP,
+    )
+    msg.attach(body)
     if sub.documents:  # (validation refuses a submission without a document; a test job may have none)
-        msg.add_attachment(
-            build_xdm(sub, sender_label=sender), maintype="application", subtype="zip", filename="IHE_XDM.ZIP"
-        )
+        msg.attach(_attachment(build_xdm(sub, sender_label=sender), "application/zip", "IHE_XDM.ZIP"))
     for n, doc in enumerate(sub.documents, start=1):
         pdf = _pdf_rendering(doc.content.data) if doc.metadata.body_media_type == "application/pdf" else None
         if pdf is not None:
-            msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"DOC{n:04d}.PDF")
+            msg.attach(_attachment(pdf, "application/pdf", f"DOC{n:04d}.PDF"))
     return msg
