@@ -159,6 +159,22 @@ async def test_transient_dmp_failure_is_retried_and_permanent_refusal_is_dead_le
     await wait_until(lambda: _depth_is(h, h.settings.names.dead_letter_queue, 1), what="job in the DLQ")
 
 
+async def test_a_4xx_from_the_mssante_relay_is_retried_and_the_mail_delivered_once(h):
+    await h.start_gateway()
+    h.mailbox.refuse_next(2)  # "451 4.3.0": transient
+    body = (SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes()
+    await h.publish(body, message_id="m-451")
+    await wait_until(lambda: _status(h, "m-451", "delivered"), what="delivery after two 451")
+    mail = next(d for d in await h.journal.deliveries("m-451") if d.destination == "mssante")
+    assert mail.status == "delivered" and mail.attempts == 3
+    steps = [e.step for e in await h.journal.events("m-451") if e.destination == "mssante"]
+    assert steps.count("delivery_failed") == 2
+    assert len(h.mailbox.received) == 1  # delivered once
+    # the mail was journaled by its Message-ID before it left: a DSN will find its message
+    record = await h.journal.mail(str(h.mailbox.received[0].message["Message-ID"]))
+    assert record is not None and record.message_id == "m-451"
+
+
 async def test_a_document_sent_twice_is_delivered_once_and_both_messages_settle(h):
     await h.start_gateway()
     body = distinct_document(7)
