@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     lps_facility: str = Field("", description="MSH-6 of the MDM sent to the DPI.")
     gateway_application: str = Field("CISIS-GATEWAY", description="MSH-3 of what the gateway originates.")
     gateway_facility: str = Field("", description="MSH-4 of what the gateway originates.")
+    lps_replacement_from_cda: bool = Field(
+        False,
+        description="Without an XDM action slot, read a CDA with relatedDocument RPLC as a replacement (T10).",
+    )
     lps_mail_obx: Literal["body", "rfc822"] = Field(
         "body", description="The mail OBX of the reverse MDM: the mail's text body (ANS example) or the mail."
     )

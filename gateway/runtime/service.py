@@ -18,10 +18,12 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 
 from gateway.config import Settings
 from gateway.delivery.dmp.client import DmpClient
+from gateway.delivery.mssante.imap import ImapMailbox
 from gateway.delivery.mssante.smtp import SmtpClient
 from gateway.delivery.mssante.tls import client_tls_context
 from gateway.routing import RouteTable, load_routes
 from gateway.routing.transformers import check_names, load_transformers
+from gateway.runtime.bal_reader import BalReader, LpsSettings
 from gateway.runtime.business_acks import BusinessAcks
 from gateway.runtime.inbound import InboundHandler
 from gateway.runtime.journal import Journal, open_journal
@@ -57,6 +59,7 @@ class GatewayService:
     _owns_journal: bool = False
     _owns_destinations: bool = False
     _official: OfficialStep | None = None
+    bal_reader: BalReader | None = None
 
     def build_pipeline(self) -> Pipeline:
         s = self.settings
@@ -102,6 +105,51 @@ class GatewayService:
             cert_file=s.smtp_cert_file,
             key_file=s.smtp_key_file,
             key_password=s.smtp_key_password.get_secret_value() if s.smtp_key_password else None,
+        )
+
+    def _imap_tls_context(self) -> ssl.SSLContext:
+        """The BAL's IMAPS: its own CA/certificate settings, or the SMTP relay's (one operator, usually)."""
+        s = self.settings
+        password = s.imap_key_password or s.smtp_key_password
+        return client_tls_context(
+            ca_file=s.imap_ca_file or s.smtp_ca_file,
+            cert_file=s.imap_cert_file or s.smtp_cert_file,
+            key_file=s.imap_key_file or (s.smtp_key_file if not s.imap_cert_file else None),
+            key_password=password.get_secret_value() if password else None,
+        )
+
+    def _bal_reader(self, publisher: Publisher) -> BalReader | None:
+        s = self.settings
+        if not s.imap_host:
+            return None
+        mailbox = ImapMailbox(
+            s.imap_host,
+            s.imap_port,
+            username=s.imap_username or s.mss_sender,
+            password=s.imap_password.get_secret_value() if s.imap_password else "",
+            tls_context=self._imap_tls_context(),
+            folder=s.imap_folder,
+            processed_folder=s.imap_processed_folder,
+            mode=s.imap_mode,
+            poll_interval_s=s.imap_poll_interval_s,
+            timeout_s=s.imap_timeout_s,
+        )
+        smtp = (self.destinations or {}).get("mssante")
+        return BalReader(
+            mailbox,
+            self.journal,  # type: ignore[arg-type]
+            publisher,
+            sender=s.mss_sender,
+            smtp=smtp if isinstance(smtp, SmtpClient) else None,
+            lps=LpsSettings(
+                sending_app=s.gateway_application,
+                sending_facility=s.gateway_facility,
+                receiving_app=s.lps_application,
+                receiving_facility=s.lps_facility,
+                mail_obx=s.lps_mail_obx,
+                replacement_from_cda=s.lps_replacement_from_cda,
+            ),
+            reconnect_delay_s=min(s.imap_poll_interval_s, 5.0),
         )
 
     def _tracked(self, handler):
@@ -158,6 +206,9 @@ class GatewayService:
                 business_acks=BusinessAcks(publisher, self.journal),
             )
             self._consumers.append(_Consumer(queue, await queue.consume(self._tracked(worker))))
+        self.bal_reader = self._bal_reader(publisher)
+        if self.bal_reader is not None:
+            self.bal_reader.start()
         log.info(
             "gateway started prefix=%s routes=%d",
             s.broker_prefix,
@@ -169,6 +220,9 @@ class GatewayService:
             with contextlib.suppress(Exception):
                 await consumer.queue.cancel(consumer.tag)
         self._consumers.clear()
+        if self.bal_reader is not None:
+            await self.bal_reader.stop()
+            self.bal_reader = None
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=timeout_s)
         if self.connection is not None:
