@@ -260,3 +260,30 @@ async def test_business_acks_z01_after_the_dmp_and_z02_when_the_relay_refuses_a_
             assert obx.get(5) == "Y" and obx.get(3) == "ACK_RECEPTION_DMP"
         else:
             assert obx.get(5) == "N" and zam.segment("ERR").get(5) == "550"
+
+
+def with_flag(body: bytes, code: str, value: str) -> bytes:
+    segs = body.decode("utf-8").split("\r")
+    for n, seg in enumerate(segs):
+        f = seg.split("|")
+        if f[0] == "OBX" and f[3].split("^")[0] == code:
+            f[5] = f"{value}^^expandedYes-NoIndicator"
+            segs[n] = "|".join(f)
+    return "\r".join(segs).encode("utf-8")
+
+
+async def test_a_document_invisible_to_the_patient_never_reaches_the_patient_mailbox(h):
+    await h.start_gateway()
+    # PS-only document (INVISIBLE_PATIENT=Y): the PS mail only
+    await h.publish((SAMPLES / "04_MDM_T02_initial_CR-IMG_PS_only.hl7").read_bytes(), message_id="m-ps")
+    await wait_until(lambda: _status(h, "m-ps", "delivered"), what="the PS-only document delivered")
+    # the same flags asking for the patient mail as well: refused as a whole, nothing mailed
+    sample = (SAMPLES / "01_ORU_R01_initial_CR-BIO.hl7").read_bytes()
+    cid = await h.publish(with_flag(sample, "INVISIBLE_PATIENT", "Y"), message_id="m-invisible")
+    await wait_until(lambda: cid in h.acks, what="the ACK of the invisible document")
+    assert h.acks[cid].code in {"AE", "AR"}
+    record = await h.journal.get("m-invisible")
+    assert record.status == "rejected"
+    assert any(f["rule"].startswith(("TRANS-MSS", "MSS-")) for f in record.report["findings"])
+    assert [m.rcpt_tos for m in h.mailbox.received] == [h.mailbox.received[0].rcpt_tos]
+    assert not any(r.endswith("@patient.mssante.fr") for m in h.mailbox.received for r in m.rcpt_tos)
