@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import socket
 import ssl
@@ -172,6 +173,9 @@ def build_round(job: DeliveryJob, n: int) -> float:
 
 async def run(rounds: int, n: int, mode: str) -> None:
     job = ps_job()
+    # as GatewayService.start() does once everything is loaded: long-lived objects out of the GC's scans
+    gc.collect()
+    gc.freeze()
     cda_bytes = len(job.submission.documents[0].content.data)
     with tempfile.TemporaryDirectory() as tmp:
         server_ctx, client_ctx = pki(Path(tmp))

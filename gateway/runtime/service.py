@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -38,6 +39,18 @@ log = logging.getLogger("cisis.service")
 
 class ConfigurationError(RuntimeError):
     pass
+
+
+_frozen = False
+
+
+def _freeze_long_lived_objects() -> None:
+    """Once per process (tests start many gateways in one): a later freeze would pin their garbage for good."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
 
 
 @dataclass
@@ -206,6 +219,10 @@ class GatewayService:
                 business_acks=BusinessAcks(publisher, self.journal),
             )
             self._consumers.append(_Consumer(queue, await queue.consume(self._tracked(worker))))
+        # Everything loaded so far (routes, JDV, schemas, libraries) lives as long as the process: moved out of
+        # the collector's reach, a full collection no longer scans it, which took the event loop's longest stall
+        # while sending mails from 17.5 ms to 3.4 ms (bench/mssante_send.py).
+        _freeze_long_lived_objects()
         self.bal_reader = self._bal_reader(publisher)
         if self.bal_reader is not None:
             self.bal_reader.start()
