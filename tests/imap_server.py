@@ -36,6 +36,26 @@ def require_dovecot() -> None:
         pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
 
 
+def make_pki(directory: Path, *, stranger: bool = False) -> Path:
+    """A throwaway CA (trustme) in ``directory``: ``ca.pem``, ``server.pem`` (127.0.0.1, chain + key) and the
+    gateway's ``client.pem`` / ``client.key``; with ``stranger``, a client certificate from another CA too."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(directory / "ca.pem")
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        directory / "server.pem"
+    )
+    client = ca.issue_cert("gateway.hopital.example")
+    client.cert_chain_pems[0].write_to_path(directory / "client.pem")
+    client.private_key_pem.write_to_path(directory / "client.key")
+    if stranger:
+        other = trustme.CA().issue_cert("intruder.example")
+        other.cert_chain_pems[0].write_to_path(directory / "stranger.pem")
+        other.private_key_pem.write_to_path(directory / "stranger.key")
+    return directory
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,28 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import trustme
 
 from gateway.delivery.mssante.imap import ImapError, ImapMailbox
 from gateway.delivery.mssante.tls import client_tls_context
 from tests.conftest import wait_until
-from tests.imap_server import Dovecot, require_dovecot
+from tests.imap_server import Dovecot, make_pki, require_dovecot
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("imap-pki")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(d / "ca.pem")
-    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(d / "server.pem")
-    client = ca.issue_cert("gateway.hopital.example")
-    client.cert_chain_pems[0].write_to_path(d / "client.pem")
-    client.private_key_pem.write_to_path(d / "client.key")
-    # a certificate from another CA: the server must refuse it
-    stranger = trustme.CA().issue_cert("intruder.example")
-    stranger.cert_chain_pems[0].write_to_path(d / "stranger.pem")
-    stranger.private_key_pem.write_to_path(d / "stranger.key")
-    return d
+    return make_pki(tmp_path_factory.mktemp("imap-pki"), stranger=True)
 
 
 @pytest.fixture(scope="module")

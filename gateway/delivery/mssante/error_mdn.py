@@ -207,6 +207,40 @@ def _original_parts(
     return parts
 
 
+def _notification(
+    mail: MailSource,
+    original: bytes | None,
+    sender: str,
+    error_code: str,
+    error_text: str,
+    domain: str | None,
+    now: datetime | None,
+    max_original_bytes: int,
+    *,
+    mdn: bool,
+) -> tuple[MailHeaders, bytes | None, EmailMessage, str, str]:
+    """What both notifications start with: the addressee, the envelope and the French text, as multipart/mixed.
+    Raises ValueError when the mail gives nobody to answer."""
+    headers, original = _parts(mail, original)
+    to = headers.reply_address(mdn=mdn)
+    if not to:
+        asked = "Disposition-Notification-To, " if mdn else ""
+        raise ValueError(f"the mail has neither {asked}Reply-To nor From: nobody to notify")
+    domain = domain or sender.rsplit("@", 1)[-1]
+    code = _clean_code(error_code)
+    msg = _envelope(
+        headers,
+        sender=sender,
+        to=to,
+        subject=error_subject(headers.subject, code),
+        message_id=_message_id(headers, code, "mdn" if mdn else "ko", domain),
+        now=now,
+    )
+    msg.set_content(_human_text(code, error_text, headers, embedded=_embeds(original, max_original_bytes)))
+    msg.make_mixed()
+    return headers, original, msg, code, domain
+
+
 def build_error_mdn(
     mail: MailSource,
     *,
@@ -223,25 +257,10 @@ def build_error_mdn(
     ``original`` its bytes when known), or the mail's bytes as fetched. ``sender`` is the BAL applicative (From, Final-Recipient);
     ``domain`` names the reporting host (Reporting-UA, Message-ID; default: the BAL's domain). Raises
     ValueError when the mail gives no address to answer."""
-    headers, original = _parts(mail, original)
-    to = headers.reply_address(mdn=True)
-    if not to:
-        raise ValueError(
-            "the mail has neither Disposition-Notification-To, Reply-To nor From: nobody to notify"
-        )
-    domain = domain or sender.rsplit("@", 1)[-1]
-    code = _clean_code(error_code)
-    label = _ascii(error_text)[:200] or "Erreur Autre"
-    msg = _envelope(
-        headers,
-        sender=sender,
-        to=to,
-        subject=error_subject(headers.subject, code),
-        message_id=_message_id(headers, code, "mdn", domain),
-        now=now,
+    headers, original, msg, code, domain = _notification(
+        mail, original, sender, error_code, error_text, domain, now, max_original_bytes, mdn=True
     )
-    msg.set_content(_human_text(code, error_text, headers, embedded=_embeds(original, max_original_bytes)))
-    msg.make_mixed()
+    label = _ascii(error_text)[:200] or "Erreur Autre"
     msg.set_type("multipart/report")
     msg.set_param("report-type", "disposition-notification")
 
@@ -280,22 +299,9 @@ def build_error_mail(
     """The "courriel standard" error notification, for a mail that asked for no MDN: same subject, the French
     text, the original mail as ``message_original.eml`` and its ``IHE_XDM.ZIP``/PDF re-attached. Goes to
     Reply-To, else From. Raises ValueError when there is nobody to answer."""
-    headers, original = _parts(mail, original)
-    to = headers.reply_address(mdn=False)
-    if not to:
-        raise ValueError("the mail has neither Reply-To nor From: nobody to notify")
-    domain = domain or sender.rsplit("@", 1)[-1]
-    code = _clean_code(error_code)
-    msg = _envelope(
-        headers,
-        sender=sender,
-        to=to,
-        subject=error_subject(headers.subject, code),
-        message_id=_message_id(headers, code, "ko", domain),
-        now=now,
+    headers, original, msg, _code, _domain = _notification(
+        mail, original, sender, error_code, error_text, domain, now, max_original_bytes, mdn=False
     )
-    msg.set_content(_human_text(code, error_text, headers, embedded=_embeds(original, max_original_bytes)))
-    msg.make_mixed()
     for part in _original_parts(
         headers, original, reattach=reattach, max_original_bytes=max_original_bytes, as_attachment=True
     ):
