@@ -16,7 +16,9 @@ initial submission. Change the constant if ANS publishes the name.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from lxml import etree
 
@@ -215,7 +217,14 @@ def _source_patient_info(patient: PatientIdentity) -> list[str | None]:
 
 
 def _document_entry(
-    b: _Builder, parent: etree._Element, sub: DocumentSubmission, doc: Document, entry_id: str, uri: str
+    b: _Builder,
+    parent: etree._Element,
+    sub: DocumentSubmission,
+    doc: Document,
+    entry_id: str,
+    uri: str | None,
+    *,
+    mssante_action: bool,
 ) -> None:
     md = doc.metadata
     eo = etree.SubElement(
@@ -235,7 +244,8 @@ def _document_entry(
     b.slot(eo, "sourcePatientId", [_source_patient_id(sub.patient)])
     b.slot(eo, "sourcePatientInfo", _source_patient_info(sub.patient))
     b.slot(eo, "URI", [uri])
-    b.slot(eo, ACTION_SLOT, [ACTION_VALUES.get(sub.action)])
+    if mssante_action:
+        b.slot(eo, ACTION_SLOT, [ACTION_VALUES.get(sub.action)])
     b.name(eo, md.title, md.language_code)
     authors: list[Author] = md.authors
     for author in authors:
@@ -253,19 +263,98 @@ def _document_entry(
     b.external_id(eo, DE_UNIQUE_ID, entry_id, md.unique_id, "XDSDocumentEntry.uniqueId")
 
 
-def submit_objects_request(
+@dataclass(frozen=True, slots=True)
+class SignatureEntry:
+    """The DocumentEntry of the submission set's signature (IHE DSG, as in the DMP's DRIM-M request): the fixed
+    codes come from IHE DSG; ``hash`` / ``size`` are those of the signature document itself."""
+
+    hash: str
+    size: int
+    creation_time: str
+    unique_id: str  # an OID of its own; DRIM-M uses the 2.25.<UUID as an integer> form (``oid_from_uuid``)
+    entry_id: str = "Signature01"
+    title: str = "Source"
+
+
+SIGNATURE_CLASS = Code(
+    code="urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", code_system="URN", display="Digital Signature"
+)
+SIGNATURE_TYPE = Code(code="E1762", code_system="ASTM", display="Full Document")
+SIGNATURE_FORMAT = Code(
+    code="http://www.w3.org/2000/09/xmldsig#", code_system="URN", display="Default Signature Style"
+)
+SIGNATURE_EVENT = Code(code="1.2.840.10065.1.12.1.14", code_system="1.2.840.10065.1.12", display="Source")
+DE_EVENT_CODE = "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4"
+SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+REPLACES = "urn:ihe:iti:2007:AssociationType:RPLC"
+
+
+def oid_from_uuid(value: uuid.UUID | None = None) -> str:
+    """An OID under the ITU-T 2.25 arc from a UUID (X.667), as the DMP's DRIM-M request names its signature."""
+    return f"2.25.{(value or uuid.uuid4()).int}"
+
+
+def _signature_entry(
+    b: _Builder, parent: etree._Element, sub: DocumentSubmission, sig: SignatureEntry
+) -> None:
+    """Like the DRIM-M request: the signed documents' patient, confidentiality, facility and practice setting,
+    the sender as author, the DSG codes."""
+    first = sub.documents[0].metadata
+    eo = etree.SubElement(
+        parent,
+        _rim("ExtrinsicObject"),
+        id=sig.entry_id,
+        mimeType="text/xml",
+        objectType=DOCUMENT_ENTRY_OBJECT_TYPE,
+    )
+    b.slot(eo, "creationTime", [sig.creation_time])
+    b.slot(eo, "hash", [sig.hash])
+    b.slot(eo, "languageCode", ["art"])
+    b.slot(eo, "legalAuthenticator", [xcn(first.legal_authenticator)])
+    b.slot(eo, "serviceStartTime", [sig.creation_time])
+    b.slot(eo, "serviceStopTime", [sig.creation_time])
+    b.slot(eo, "size", [str(sig.size)])
+    b.slot(eo, "sourcePatientId", [_source_patient_id(sub.patient)])
+    b.name(eo, sig.title)
+    if sub.sender is not None:
+        b.author(eo, DE_AUTHOR, sig.entry_id, sub.sender.person, sub.sender.organization)
+    b.coded(eo, DE_CLASS_CODE, sig.entry_id, SIGNATURE_CLASS)
+    for code in first.confidentiality:
+        b.coded(eo, DE_CONFIDENTIALITY_CODE, sig.entry_id, code)
+    b.coded(eo, DE_EVENT_CODE, sig.entry_id, SIGNATURE_EVENT)
+    b.coded(eo, DE_FORMAT_CODE, sig.entry_id, SIGNATURE_FORMAT)
+    b.coded(eo, DE_FACILITY_TYPE_CODE, sig.entry_id, first.healthcare_facility_type)
+    b.coded(eo, DE_PRACTICE_SETTING_CODE, sig.entry_id, first.practice_setting)
+    b.coded(eo, DE_TYPE_CODE, sig.entry_id, SIGNATURE_TYPE)
+    b.external_id(eo, DE_PATIENT_ID, sig.entry_id, _patient_id(sub.patient), "XDSDocumentEntry.patientId")
+    b.external_id(
+        eo,
+        DE_UNIQUE_ID,
+        sig.entry_id,
+        f"{sub.documents[0].metadata.unique_id}.sig",
+        "XDSDocumentEntry.uniqueId",
+    )
+
+
+def build_submit_objects_request(
     sub: DocumentSubmission,
     *,
-    uris: list[str],
     submission_unique_id: str,
     source_id: str,
     submission_time: str,
-) -> bytes:
-    """The ``METADATA.XML`` of ``sub``: ``uris[i]`` is the file name of ``sub.documents[i]`` in its subset."""
-    if len(uris) != len(sub.documents):
+    uris: list[str] | None = None,
+    mssante_action: bool = False,
+    replaced_entry_uuid: str | None = None,
+    signature: SignatureEntry | None = None,
+) -> tuple[etree._Element, list[str]]:
+    """The ebRS ``lcm:SubmitObjectsRequest`` of ``sub`` and its DocumentEntry ids (``Document01``...), shared by
+    XDM (ITI-32: ``uris`` gives each document's file name, the MSSanté ``action`` slot) and ITI-41 (no URI; an
+    RPLC association to ``replaced_entry_uuid`` for a replacement; the DSG ``signature`` entry and its
+    ``signs`` association). Transport-free: the caller wraps it (zip, SOAP)."""
+    if uris is not None and len(uris) != len(sub.documents):
         raise ValueError(f"{len(uris)} URIs for {len(sub.documents)} documents")
     if not sub.documents:
-        raise ValueError("a submission without documents has no XDM metadata")
+        raise ValueError("a submission without documents has no XDS metadata")
     b = _Builder()
     root = etree.Element(f"{{{LCM_NS}}}SubmitObjectsRequest", nsmap=_NSMAP)
     objects = etree.SubElement(root, _rim("RegistryObjectList"))
@@ -293,16 +382,52 @@ def submit_objects_request(
         classificationNode=SUBMISSION_SET_NODE,
     )
 
-    for doc, entry_id, uri in zip(sub.documents, entry_ids, uris, strict=True):
-        _document_entry(b, objects, sub, doc, entry_id, uri)
-    for entry_id in entry_ids:
-        assoc = etree.SubElement(
+    for n, (doc, entry_id) in enumerate(zip(sub.documents, entry_ids, strict=True)):
+        _document_entry(
+            b,
             objects,
-            _rim("Association"),
-            id=b.next_id("as"),
-            associationType=HAS_MEMBER,
-            sourceObject=ss_id,
-            targetObject=entry_id,
+            sub,
+            doc,
+            entry_id,
+            uris[n] if uris is not None else None,
+            mssante_action=mssante_action,
         )
-        b.slot(assoc, "SubmissionSetStatus", ["Original"])
+    if signature is not None:
+        _signature_entry(b, objects, sub, signature)
+
+    def associate(kind: str, source: str, target: str, status: str | None = None) -> None:
+        assoc = etree.SubElement(
+            objects, _rim("Association"), id=b.next_id("as"), associationType=kind, sourceObject=source,
+            targetObject=target,
+        )  # fmt: skip
+        if status:
+            b.slot(assoc, "SubmissionSetStatus", [status])
+
+    for entry_id in entry_ids:
+        associate(HAS_MEMBER, ss_id, entry_id, "Original")
+    if replaced_entry_uuid is not None:
+        associate(REPLACES, entry_ids[0], replaced_entry_uuid)
+    if signature is not None:
+        associate(HAS_MEMBER, ss_id, signature.entry_id, "Original")
+        associate(SIGNS, signature.entry_id, ss_id)
+    return root, entry_ids
+
+
+def submit_objects_request(
+    sub: DocumentSubmission,
+    *,
+    uris: list[str],
+    submission_unique_id: str,
+    source_id: str,
+    submission_time: str,
+) -> bytes:
+    """The XDM ``METADATA.XML`` of ``sub``: ``uris[i]`` is the file name of ``sub.documents[i]`` in its subset."""
+    root, _ = build_submit_objects_request(
+        sub,
+        submission_unique_id=submission_unique_id,
+        source_id=source_id,
+        submission_time=submission_time,
+        uris=uris,
+        mssante_action=True,
+    )
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
