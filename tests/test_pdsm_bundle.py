@@ -330,8 +330,13 @@ def test_deletion_is_a_conditional_fhirpath_patch() -> None:
 
 def test_missing_required_metadata_fails_with_every_problem_listed() -> None:
     sub = submission("01_ORU_R01_initial_CR-BIO.hl7")
+    # without the codes the NOS tables (ASS_X04 / ASS_A11) give
+    doc = sub.documents[0]
+    bare = doc.model_copy(
+        update={"metadata": doc.metadata.model_copy(update={"class_code": None, "format_code": None})}
+    )
     with pytest.raises(PdsmBuildError) as exc:
-        build_iti65_bundle(sub, now=NOW, source_id=SOURCE_ID)
+        build_iti65_bundle(sub.model_copy(update={"documents": [bare]}), now=NOW, source_id=SOURCE_ID)
     text = " ".join(exc.value.problems)
     assert "classCode" in text and "formatCode" in text
     no_ins = sub.model_copy(update={"patient": sub.patient.model_copy(update={"ins": None})})
