@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from gateway.delivery.dmp import dsg
 from gateway.delivery.dmp.payload import CONTENT_TYPE_BY_PATIENT_CLASS
 from gateway.model import (
     Author,
@@ -276,16 +277,13 @@ class SignatureEntry:
     title: str = "Source"
 
 
-SIGNATURE_CLASS = Code(
-    code="urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", code_system="URN", display="Digital Signature"
-)
-SIGNATURE_TYPE = Code(code="E1762", code_system="ASTM", display="Full Document")
-SIGNATURE_FORMAT = Code(
-    code="http://www.w3.org/2000/09/xmldsig#", code_system="URN", display="Default Signature Style"
-)
-SIGNATURE_EVENT = Code(code="1.2.840.10065.1.12.1.14", code_system="1.2.840.10065.1.12", display="Source")
+# The DSG codes of the signature entry live with the signature (dmp/dsg.py).
+SIGNATURE_CLASS = dsg.SIGNATURE_CLASS_CODE
+SIGNATURE_TYPE = dsg.SIGNATURE_TYPE_CODE
+SIGNATURE_FORMAT = dsg.SIGNATURE_FORMAT_CODE
+SIGNATURE_EVENT = dsg.SIGNATURE_EVENT_CODE
 DE_EVENT_CODE = "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4"
-SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+SIGNS = dsg.SIGNS_ASSOCIATION
 REPLACES = "urn:ihe:iti:2007:AssociationType:RPLC"
 
 
@@ -309,7 +307,7 @@ def _signature_entry(
     )
     b.slot(eo, "creationTime", [sig.creation_time])
     b.slot(eo, "hash", [sig.hash])
-    b.slot(eo, "languageCode", ["art"])
+    b.slot(eo, "languageCode", [dsg.SIGNATURE_LANGUAGE_CODE])
     b.slot(eo, "legalAuthenticator", [xcn(first.legal_authenticator)])
     b.slot(eo, "serviceStartTime", [sig.creation_time])
     b.slot(eo, "serviceStopTime", [sig.creation_time])
@@ -327,13 +325,7 @@ def _signature_entry(
     b.coded(eo, DE_PRACTICE_SETTING_CODE, sig.entry_id, first.practice_setting)
     b.coded(eo, DE_TYPE_CODE, sig.entry_id, SIGNATURE_TYPE)
     b.external_id(eo, DE_PATIENT_ID, sig.entry_id, _patient_id(sub.patient), "XDSDocumentEntry.patientId")
-    b.external_id(
-        eo,
-        DE_UNIQUE_ID,
-        sig.entry_id,
-        f"{sub.documents[0].metadata.unique_id}.sig",
-        "XDSDocumentEntry.uniqueId",
-    )
+    b.external_id(eo, DE_UNIQUE_ID, sig.entry_id, sig.unique_id, "XDSDocumentEntry.uniqueId")
 
 
 def build_submit_objects_request(
