@@ -82,4 +82,6 @@ def test_n1_format_code_comes_from_ass_a12():
     h = read_cda((ANS_CDA / "IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml").read_bytes())
     assert h.metadata.format_code.code == "urn:ihe:iti:xds-sd:pdf:2008"
     n3 = read_cda((ANS_CDA / "BIO-CR-BIO_2021.01_Microbiologie_V2.xml").read_bytes())
-    assert n3.metadata.format_code is None  # ASS_A11 (N3) is not available yet
+    # N3: by templateId through ASS_A11 (CR-BIO 1.2.250.1.213.1.1.1.55 -> IHE XD-LAB), see test_associations.py
+    assert n3.metadata.format_code.code == "urn:ihe:lab:xd-lab:2008"
+    assert n3.metadata.format_code.code_system == "1.3.6.1.4.1.19376.1.2.3"

@@ -24,6 +24,7 @@ from gateway.model import (
     Person,
 )
 from gateway.terminology import default_terminology
+from gateway.terminology.associations import class_code_for_type, format_code_for_templates
 
 NS = {"hl7": "urn:hl7-org:v3"}
 CDA_ROOT = "{urn:hl7-org:v3}ClinicalDocument"
@@ -183,9 +184,22 @@ def _patient(root: etree._Element) -> PatientIdentity:
 
 def _n1_format_code(media_type: str | None) -> Code | None:
     """XDS formatCode of a non-structured (N1) document, from its mediaType by ASS_A12 [§2.4]. N3 documents
-    need ASS_A11 (templateId -> formatCode), which is not published in a machine-readable form here."""
+    get theirs from their templateIds by ASS_A11 (:func:`_format_code`)."""
     found = default_terminology().format_code_for_media_type(media_type) if media_type else None
     return Code(code=found[0], code_system=found[1], display=found[2]) if found else None
+
+
+def _format_code(level: str, templates: list[str], media_type: str | None) -> Code | None:
+    """XDS formatCode [§4.1]: N1 by body mediaType (ASS_A12), N3 by the most specific model templateId
+    (ASS_A11, :func:`gateway.terminology.associations.format_code_for_templates`)."""
+    if level == "N1":
+        return _n1_format_code(media_type)
+    return format_code_for_templates(templates)
+
+
+def _class_code(type_code: Code | None) -> Code | None:
+    """XDS classCode [§4.1]: the document type (``ClinicalDocument/code``) by ASS_X04; ``None`` if unknown."""
+    return class_code_for_type(type_code.code, type_code.code_system) if type_code is not None else None
 
 
 def read_header(tree: etree._ElementTree) -> CdaHeader:
@@ -207,12 +221,15 @@ def read_header(tree: etree._ElementTree) -> CdaHeader:
         else None
     )
     confidentiality = [c for c in (_code(el) for el in _CONF(root)) if c is not None]
+    type_code = _code(_first(_CODE(root)))
+    media_type = nonxml.get("mediaType") if nonxml is not None else None
     metadata = DocumentMetadata(
         unique_id=doc_id.xds_unique_id(),
         document_id=doc_id,
         set_id=_ii(_first(_SET_ID(root))),
         version_number=int(version) if version.isdigit() else None,
-        type_code=_code(_first(_CODE(root))),
+        type_code=type_code,
+        class_code=_class_code(type_code),
         confidentiality=confidentiality,
         creation_time=_EFFECTIVE(root) or None,
         healthcare_facility_type=_code(_first(_FACILITY_CODE(root))),
@@ -236,8 +253,8 @@ def read_header(tree: etree._ElementTree) -> CdaHeader:
         template_ids=templates,
         replaced_document_id=_ii(_first(_RPLC(root))),
         level=level,
-        body_media_type=nonxml.get("mediaType") if nonxml is not None else None,
-        format_code=_n1_format_code(nonxml.get("mediaType")) if nonxml is not None else None,
+        body_media_type=media_type,
+        format_code=_format_code(level, templates, media_type),
     )
     warnings: list[tuple[str, str, str]] = []
     if nonxml is None and not _STRUCTURED(root):
