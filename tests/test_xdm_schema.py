@@ -1,6 +1,6 @@
 """METADATA.XML of the XDM zip against the OASIS ebRS 3.0 schemas; an XDS.b ITI-41 request against IHE's.
 
-The schemas are local copies in ``tests/fixtures/schemas`` (provenance in ``SOURCES.md``). They are loaded
+The schemas are local copies in ``gateway/delivery/dmp/schemas`` (provenance in ``SOURCES.md``). They are loaded
 with a parser that has no network access and a resolver that only hands out files of that folder, so an
 import that is not a local relative path fails to load instead of reaching out.
 """
@@ -28,7 +28,7 @@ from gateway.routing import load_routes
 from gateway.runtime.pipeline import Envelope, Pipeline
 from tests.conftest import PS_ONLY, ROOT, SAMPLES, ans_message, swap_document
 
-SCHEMAS = Path(__file__).resolve().parent / "fixtures" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "delivery" / "dmp" / "schemas"
 LCM_XSD = SCHEMAS / "ebrs30" / "lcm.xsd"
 XDSB_XSD = SCHEMAS / "ihe" / "XDS.b_DocumentRepository.xsd"
 XDSB_NS = "urn:ihe:iti:xds-b:2007"
