@@ -98,6 +98,36 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8088/dmp/submissions", description="DMP endpoint (demo: the sandbox)."
     )
     dmp_timeout_s: float = Field(15.0, gt=0)
+    dmp_transport: Literal["json", "xds"] = Field(
+        "json",
+        description="json: the demo sandbox's JSON POST; xds: IHE XDS.b TD2.1 (ITI-41/18/57) with VIHF.",
+    )
+    dmp_repository_url: str | None = Field(None, description="xds: ITI-41 endpoint (repository).")
+    dmp_registry_url: str | None = Field(None, description="xds: ITI-18 / ITI-57 endpoint (registry).")
+    dmp_source_id: str = Field(
+        "1.2.250.1.999.1.1", description="xds: XDSSubmissionSet.sourceId, this gateway's OID (set it)."
+    )
+    dmp_ca_file: Path | None = Field(None, description="xds: CA bundle of the DMP's TLS certificate.")
+    dmp_cert_file: Path | None = Field(None, description="xds: the structure's TLS client certificate (PEM).")
+    dmp_key_file: Path | None = Field(None, description="xds: its private key (PEM).")
+    dmp_key_password: SecretStr | None = None
+    dmp_signing_cert_file: Path | None = Field(
+        None, description="xds: seal certificate signing VIHF and submission sets (default: the TLS one)."
+    )
+    dmp_signing_key_file: Path | None = Field(None, description="xds: its key (default: the TLS key).")
+    dmp_signing_key_password: SecretStr | None = None
+    dmp_signature_digest: Literal["sha256", "sha1"] = Field(
+        "sha256", description="xds: digests of the submission-set signature (sha1 only if the DMP asks)."
+    )
+    vihf_version: Literal["3.0", "4.0"] = Field("3.0", description="VIHF_Version (sources disagree).")
+    vihf_lps_name: str = "cisis-gateway"
+    vihf_lps_version: str = "0.1"
+    vihf_lps_homologation_id: str = Field("", description="LPS_ID_HOMOLOGATION_DMP given by the DMP.")
+    vihf_secteur_activite: str = Field("SA01", description="Secteur_Activite (JDV J61) of the structure.")
+    vihf_mode: Literal["personne", "automate"] = "personne"
+    vihf_profession_role: str | None = Field(
+        None, description="code^codeSystem of the 1st VIHF role when the sender's specialty gives none."
+    )
 
     # MSSanté
     smtp_host: str = Field("127.0.0.1", description="SMTP relay of the MSSanté operator.")

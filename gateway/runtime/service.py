@@ -13,15 +13,20 @@ import gc
 import logging
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from gateway.config import Settings
 from gateway.delivery.dmp.client import DmpClient
+from gateway.delivery.dmp.iti41 import Iti41Options, SigningMaterial
+from gateway.delivery.dmp.vihf import VihfSettings
+from gateway.delivery.dmp.xds_client import XdsDmpClient
 from gateway.delivery.mssante.imap import ImapMailbox
 from gateway.delivery.mssante.smtp import SmtpClient
 from gateway.delivery.mssante.tls import client_tls_context
+from gateway.model import Code
 from gateway.routing import RouteTable, load_routes
 from gateway.routing.transformers import check_names, load_transformers
 from gateway.runtime.bal_reader import BalReader, LpsSettings
@@ -90,10 +95,58 @@ class GatewayService:
             **s.pipeline_options(),
         )
 
+    def _dmp_destination(self) -> Destination:
+        s = self.settings
+        if s.dmp_transport == "json":
+            return DmpClient(s.dmp_url, timeout_s=s.dmp_timeout_s)
+        if not (s.dmp_repository_url and s.dmp_registry_url):
+            raise ConfigurationError(
+                "CISIS_DMP_TRANSPORT=xds needs CISIS_DMP_REPOSITORY_URL and CISIS_DMP_REGISTRY_URL"
+            )
+        cert_file = s.dmp_signing_cert_file or s.dmp_cert_file
+        key_file = s.dmp_signing_key_file or s.dmp_key_file or cert_file
+        if cert_file is None or key_file is None:
+            raise ConfigurationError(
+                "CISIS_DMP_TRANSPORT=xds needs the structure's certificate (CISIS_DMP_CERT_FILE)"
+            )
+        password = s.dmp_signing_key_password or s.dmp_key_password
+        role = None
+        if s.vihf_profession_role:
+            code, _, system = s.vihf_profession_role.partition("^")
+            role = Code(code=code, code_system=system or None)
+        options = Iti41Options(
+            source_id=s.dmp_source_id,
+            repository_url=s.dmp_repository_url,
+            registry_url=s.dmp_registry_url,
+            vihf=VihfSettings(
+                version=s.vihf_version,
+                lps_name=s.vihf_lps_name,
+                lps_version=s.vihf_lps_version,
+                lps_homologation_id=s.vihf_lps_homologation_id,
+                secteur_activite=s.vihf_secteur_activite,
+                mode=s.vihf_mode,
+                profession_role=role,
+            ),
+            signature_digest=s.dmp_signature_digest,
+            signature_algorithm="rsa-sha1" if s.dmp_signature_digest == "sha1" else "rsa-sha256",
+        )
+        signing = SigningMaterial(
+            cert_pem=Path(cert_file).read_bytes(),
+            key_pem=Path(key_file).read_bytes(),
+            key_password=password.get_secret_value().encode() if password else None,
+        )
+        tls = client_tls_context(
+            ca_file=s.dmp_ca_file,
+            cert_file=s.dmp_cert_file,
+            key_file=s.dmp_key_file,
+            key_password=s.dmp_key_password.get_secret_value() if s.dmp_key_password else None,
+        )
+        return XdsDmpClient(options, signing, tls=tls, timeout_s=s.dmp_timeout_s)
+
     def _default_destinations(self) -> dict[str, Destination]:
         s = self.settings
         return {
-            "dmp": DmpClient(s.dmp_url, timeout_s=s.dmp_timeout_s),
+            "dmp": self._dmp_destination(),
             "mssante": SmtpClient(
                 s.smtp_host,
                 s.smtp_port,
