@@ -136,7 +136,10 @@ def test_make_run_demo_path_delivers_the_samples_and_the_journal_lists_them(tmp_
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert run.stdout.count(" AA ") == 4 and "TRANS-MSS-FLAGS" in run.stdout
         assert len(list((tmp_path / "demo/mailbox").glob("*.eml"))) == 7
-        assert len(list((tmp_path / "demo/dmp").glob("*.json"))) == 4
+        # the XDS sandbox keeps one summary per ITI-41: samples 01 and 04 (02 replaces, and 05 deletes, a
+        # document the ANS example never sent: refused after the ITI-18 lookup, no ITI-41)
+        assert len(list((tmp_path / "demo/dmp").glob("*.json"))) == 2
+        assert "XDSDocumentUniqueIdError" in run.stdout
         listed = subprocess.run(
             [*exe, "journal", "list"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
         )

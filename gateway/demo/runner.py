@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.config import Settings
-from gateway.delivery.dmp.sandbox import DmpSandbox
+from gateway.delivery.dmp.xds_sandbox import XdsSandbox
 from gateway.delivery.mssante.mailbox import LocalMailbox
+from gateway.demo.pki import demo_pki
 from gateway.demo.sender import publish_files
 from gateway.runtime.service import GatewayService
 
@@ -30,17 +31,38 @@ async def run_demo(
 ) -> int:
     mailbox = LocalMailbox(port=settings.demo_smtp_port, out_dir=settings.demo_dir / "mailbox")
     mailbox.start()
-    sandbox = DmpSandbox(port=settings.demo_dmp_port, out_dir=settings.demo_dir / "dmp")
+    # The DMP sandbox speaks XDS.b over HTTPS with a client certificate, as the DMP does: the demo makes its
+    # own throwaway PKI for it.
+    pki = demo_pki(settings.demo_dir / "pki")
+    sandbox = XdsSandbox(
+        port=settings.demo_dmp_port,
+        server_cert_pem=pki.server_cert,
+        server_key_pem=pki.server_key,
+        client_ca_pem=pki.ca,
+        trust_ca_pem=pki.ca.read_bytes(),
+        out_dir=settings.demo_dir / "dmp",
+    )
     await sandbox.start()
     settings = settings.model_copy(
-        update={"smtp_host": "127.0.0.1", "smtp_port": mailbox.port, "dmp_url": sandbox.url}
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": mailbox.port,
+            "dmp_transport": "xds",
+            "dmp_repository_url": sandbox.repository_url,
+            "dmp_registry_url": sandbox.registry_url,
+            "dmp_ca_file": pki.ca,
+            "dmp_cert_file": pki.client_cert,
+            "dmp_key_file": pki.client_key,
+            "vihf_profession_role": settings.vihf_profession_role or "10^1.2.250.1.71.1.2.7",
+            "vihf_lps_homologation_id": settings.vihf_lps_homologation_id or "DEMO",
+        }
     )
     service = GatewayService(settings)
     try:
         await service.start()
         console.print(
             f"[bold]cisis-gateway demo[/]: mailbox smtp://127.0.0.1:{mailbox.port}, "
-            f"DMP sandbox {sandbox.url}, journal {settings.journal_url}"
+            f"DMP sandbox (XDS.b) {sandbox.repository_url}, journal {settings.journal_url}"
         )
         files = sample_files()
         acks = await publish_files(settings, files, console=console, wait=True, timeout_s=timeout_s)
@@ -66,10 +88,21 @@ async def run_demo(
                 str(n), to, str(mail.message["Subject"]), str(mail.message["X-MSS-CODECDA"]), str(attachments)
             )
         console.print(mail_table)
-        dmp_table = Table("DMP submission", "action", "document uniqueId")
-        for n, sub in enumerate(sandbox.state.submissions, start=1):
-            dmp_table.add_row(str(n), sub["action"], ", ".join(d["uniqueId"] for d in sub["documents"]))
+        dmp_table = Table("sample", "DMP (XDS.b TD2.1 / TD3.3c)", "registry answer")
+        for name, ack in acks.items():
+            found = await service.journal.search(control_id=ack.control_id, limit=1) if ack else []
+            deliveries = await service.journal.deliveries(found[0].message_id) if found else []
+            dmp = next((d for d in deliveries if d.destination == "dmp"), None)
+            if dmp is not None:
+                detail = dmp.detail or {}
+                answer = detail.get("error") or detail.get("registry") or ""
+                dmp_table.add_row(name, dmp.status, f"{detail.get('step', '')} {answer}".strip())
         console.print(dmp_table)
+        console.print(
+            "samples 02 and 05 replace and delete the document their ANS example names, which was never sent to "
+            "this DMP: the registry lookup (ITI-18) finds nothing and the DMP delivery ends refused, as it would "
+            "on the real DMP"
+        )
         console.print(
             f"mails written to {settings.demo_dir / 'mailbox'}, DMP submissions to "
             f"{settings.demo_dir / 'dmp'}"
