@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.delivery.jobs import JobError, build_jobs
-from gateway.model import DocumentAction, DocumentSubmission, MetaFlags, PatientIdentity, Provenance
+from gateway.model import Code, DocumentAction, DocumentSubmission, MetaFlags, PatientIdentity, Provenance
 from gateway.routing import RoutesFileError, decide, load_routes, parse_routes
 from tests.conftest import ROOT
 
@@ -151,3 +151,23 @@ def test_duplicate_names_and_reject_with_send_are_refused():
         parse_routes("routes:\n  - {name: a, send: [{to: dmp}]}\n  - {name: a, send: [{to: dmp}]}\n")
     with pytest.raises(RoutesFileError, match="cannot also send"):
         parse_routes("routes:\n  - {name: a, send: [{to: dmp}], reject: {rule: R, message: m}}\n")
+
+
+def test_a_route_chooses_the_dmp_transport_and_the_job_carries_it():
+    table = parse_routes(
+        "routes:\n"
+        "  - name: cr-bio-by-pdsm\n    when: {type_code: [11502-2]}\n    send: [{to: dmp, via: pdsm}]\n"
+        "  - name: others\n    when: {not: {type_code: [11502-2]}}\n    send: [{to: dmp}]\n"
+    )
+    assert table.dmp_transports() == {"pdsm"}
+    bio = submission(DESTDMP=True).model_copy(
+        update={"type_code": Code(code="11502-2", code_system="2.16.840.1.113883.6.1")}
+    )
+    (job,) = build_jobs("m1", bio, decide(table, bio))
+    assert (job.destination, job.via) == ("dmp", "pdsm")
+    other = submission(DESTDMP=True)
+    (job,) = build_jobs("m2", other, decide(table, other))
+    assert job.via is None  # the configured CISIS_DMP_TRANSPORT
+    with pytest.raises(RoutesFileError) as exc:
+        parse_routes("routes:\n  - name: x\n    send: [{to: mssante, recipients: [ps], via: pdsm}]\n")
+    assert any("via applies to dmp only" in e.message for e in exc.value.errors)

@@ -24,6 +24,7 @@ class DeliveryJob(BaseModel):
     recipients_kind: str | None = Field(None, description="mssante: ps or patient (one mail each).")
     addresses: list[str] = Field(default_factory=list, repr=False, description="mssante: the To addresses.")
     route: str
+    via: str | None = Field(None, description="dmp: xds or pdsm when the route chose one.")
     submission: DocumentSubmission
 
     def recipient_label(self) -> str | None:
@@ -67,6 +68,7 @@ def build_jobs(message_id: str, sub: DocumentSubmission, decision: RoutingDecisi
                     idempotency_key=_key(sub, "dmp", "dmp"),
                     destination="dmp",
                     route=target.route,
+                    via=target.via,
                     submission=sub,
                 )
             )

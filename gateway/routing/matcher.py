@@ -21,6 +21,7 @@ class Target:
     destination: Destination
     recipients: RecipientKind | None
     route: str
+    via: str | None = None  # dmp: the transport a route asked for (xds, pdsm), else the configured one
 
 
 @dataclass(slots=True)
@@ -136,7 +137,7 @@ def decide(table: RouteTable, sub: DocumentSubmission) -> RoutingDecision:
                 key = (send.to, kind)
                 if key not in seen:
                     seen.add(key)
-                    decision.targets.append(Target(send.to, kind, route.name))
+                    decision.targets.append(Target(send.to, kind, route.name, send.via))
     if decision.rejection is not None:
         decision.targets.clear()
         decision.transforms.clear()

@@ -14,6 +14,7 @@ from gateway.model import DocumentAction, MetaFlags
 
 Destination = Literal["dmp", "mssante"]
 RecipientKind = Literal["ps", "patient"]
+DmpTransport = Literal["xds", "pdsm"]
 
 
 class _Strict(BaseModel):
@@ -50,11 +51,17 @@ class Send(_Strict):
 
     to: Destination
     recipients: list[RecipientKind] | None = None
+    via: DmpTransport | None = Field(
+        None,
+        description="dmp only: xds (IHE XDS.b TD2.1) or pdsm (MHD ITI-65); default CISIS_DMP_TRANSPORT.",
+    )
 
     @model_validator(mode="after")
     def _recipients_only_for_mail(self) -> Send:
         if self.to == "dmp" and self.recipients:
             raise ValueError("recipients apply to mssante only")
+        if self.to != "dmp" and self.via:
+            raise ValueError("via applies to dmp only")
         if self.to == "mssante" and not self.recipients:
             raise ValueError("mssante needs recipients: [ps], [patient] or [ps, patient]")
         return self
@@ -144,6 +151,10 @@ class RouteTable(_Strict):
 
     def wants_official(self) -> bool:
         return any(r.validation == "native+official" for r in self.routes if r.enabled)
+
+    def dmp_transports(self) -> set[str]:
+        """The DMP transports enabled routes ask for by name (``via``)."""
+        return {s.via for r in self.routes if r.enabled for s in r.send if s.to == "dmp" and s.via}
 
     def transformer_names(self) -> set[str]:
         return {name for route in self.routes for name in route.transform}
