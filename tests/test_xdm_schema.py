@@ -15,12 +15,11 @@ import io
 import re
 import zipfile
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
 from lxml import etree
 
+from gateway.delivery.dmp.xml_schemas import SCHEMA_DIR, LocalFilesOnly, lcm_schema, load_schema, xdsb_schema
 from gateway.delivery.mssante.xdm import build_xdm
 from gateway.delivery.mssante.xdm_metadata import ACTION_SLOT, LCM_NS, RIM_NS
 from gateway.model import DocumentAction, DocumentSubmission
@@ -28,7 +27,7 @@ from gateway.routing import load_routes
 from gateway.runtime.pipeline import Envelope, Pipeline
 from tests.conftest import PS_ONLY, ROOT, SAMPLES, ans_message, swap_document
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "delivery" / "dmp" / "schemas"
+SCHEMAS = SCHEMA_DIR
 LCM_XSD = SCHEMAS / "ebrs30" / "lcm.xsd"
 XDSB_XSD = SCHEMAS / "ihe" / "XDS.b_DocumentRepository.xsd"
 XDSB_NS = "urn:ihe:iti:xds-b:2007"
@@ -37,45 +36,6 @@ IMG_N1 = "IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml"
 BIO_N3 = "BIO-CR-BIO_2021.01_Microbiologie_V2.xml"
 
 PIPELINE = Pipeline(load_routes(ROOT / "routes.yaml"), {}, "k")
-
-
-class _LocalFilesOnly(etree.Resolver):
-    """Serves the files below ``root`` and refuses everything else (http, a file outside the folder)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__()
-        self.root = root.resolve()
-        self.refused: list[str] = []
-
-    def resolve(self, system_url, public_id, context):
-        parsed = urlparse(system_url or "")
-        if parsed.scheme in ("", "file"):
-            path = Path(unquote(parsed.path if parsed.scheme else system_url)).resolve()
-            if path.is_relative_to(self.root) and path.is_file():
-                return self.resolve_filename(str(path), context)
-        self.refused.append(system_url)
-        return self.resolve_string("<refused/>", context)  # not a schema: loading fails
-
-
-def load_schema(path: Path, root: Path = SCHEMAS) -> tuple[etree.XMLSchema, _LocalFilesOnly]:
-    """``path`` compiled offline; the resolver tells which imports it refused (none for a usable schema)."""
-    resolver = _LocalFilesOnly(root)
-    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
-    parser.resolvers.add(resolver)
-    schema = etree.XMLSchema(etree.parse(str(path), parser))
-    return schema, resolver
-
-
-@functools.cache
-def lcm_schema() -> etree.XMLSchema:
-    """``lcm:SubmitObjectsRequest`` and the rest of ebRS 3.0 LCM (imports rim.xsd and rs.xsd)."""
-    return load_schema(LCM_XSD)[0]
-
-
-@functools.cache
-def xdsb_schema() -> etree.XMLSchema:
-    """IHE ``XDS.b_DocumentRepository.xsd``: ITI-41 ProvideAndRegisterDocumentSetRequest, ITI-43 Retrieve."""
-    return load_schema(XDSB_XSD)[0]
 
 
 def errors(schema: etree.XMLSchema, doc: etree._Element) -> list[str]:
@@ -177,7 +137,7 @@ def test_an_import_from_the_network_cannot_load(tmp_path):
         '<import namespace="http://www.w3.org/XML/1998/namespace"'
         ' schemaLocation="http://www.w3.org/2001/xml.xsd"/></schema>'
     )
-    resolver = _LocalFilesOnly(tmp_path)
+    resolver = LocalFilesOnly(tmp_path)
     parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
     parser.resolvers.add(resolver)
     with pytest.raises(etree.XMLSchemaParseError):

@@ -74,7 +74,6 @@ import asyncio
 import base64
 import contextlib
 import copy
-import functools
 import hashlib
 import json
 import re
@@ -84,7 +83,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -108,6 +107,7 @@ from gateway.delivery.dmp.registry_response import (
     RegistryStatus,
     build_registry_response,
 )
+from gateway.delivery.dmp.xml_schemas import xdsb_schema
 from gateway.delivery.mssante.xdm_metadata import (
     DE_CLASS_CODE,
     DE_FACILITY_TYPE_CODE,
@@ -127,8 +127,6 @@ from gateway.delivery.mssante.xdm_metadata import (
 from gateway.terminology import default_terminology
 
 #: The XDS.b / ebRS 3.0 schemas shipped with the package (provenance in ``SOURCES.md``).
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-XDSB_XSD = SCHEMA_DIR / "ihe" / "XDS.b_DocumentRepository.xsd"
 
 #: INS test and démo OIDs (cisis-facts §9); the same set as ``gateway.validation.ins.TEST_INS_OIDS``.
 TEST_INS_OIDS = frozenset({"1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
@@ -202,30 +200,6 @@ class _Refused(Exception):
 
 def _error(code: str, context: str, location: str | None = None) -> RegistryError:
     return RegistryError(code=code, severity="error", context=context, location=location)
-
-
-class _LocalFilesOnly(etree.Resolver):
-    """Serves files below ``root`` and refuses everything else: the schemas never load from the network."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__()
-        self.root = root.resolve()
-
-    def resolve(self, system_url, public_id, context):
-        parsed = urlparse(system_url or "")
-        if parsed.scheme in ("", "file"):
-            path = Path(unquote(parsed.path if parsed.scheme else system_url)).resolve()
-            if path.is_relative_to(self.root) and path.is_file():
-                return self.resolve_filename(str(path), context)
-        return self.resolve_string("<refused/>", context)
-
-
-@functools.cache
-def xdsb_schema() -> etree.XMLSchema:
-    """IHE ``XDS.b_DocumentRepository.xsd`` compiled offline from :data:`SCHEMA_DIR`."""
-    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
-    parser.resolvers.add(_LocalFilesOnly(SCHEMA_DIR))
-    return etree.XMLSchema(etree.parse(str(XDSB_XSD), parser))
 
 
 def _inline_xop(payload: etree._Element, attachments: dict[str, bytes]) -> etree._Element:
